@@ -1,0 +1,58 @@
+# One-command MLflow: `make local` to try it here, `make one-click-mlflow` to deploy on GCP.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= .mlflow-local
+HOST ?= 127.0.0.1
+PORT ?= 5000
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-test local test test-long lint format lock \
+        one-click-mlflow deploy docker apply destroy
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed: run make with PYTHON=python3.11")'
+	@echo "Installing into $(VENV) (first time: about a minute) ..."
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e .
+	@touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@touch $@
+
+install: $(BIN)/.installed ## Install the deployer and the server into ./.venv
+
+install-test: $(BIN)/.installed-test
+
+local: $(BIN)/.installed ## Run the real MLflow server here (SQLite + a folder), Ctrl-C to stop
+	$(BIN)/deployer local --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+test: $(BIN)/.installed-test ## Install the test dependencies and run the whole suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-long: $(BIN)/.installed-test ## The full load and fault runs as well (several minutes)
+	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed-test ## ruff check and format check
+	$(BIN)/ruff check deployer tests examples
+	$(BIN)/ruff format --check deployer tests examples
+
+format: $(BIN)/.installed-test
+	$(BIN)/ruff format deployer tests examples
+	$(BIN)/ruff check --fix deployer tests examples
+
+lock: ## Re-pin constraints.txt from a fresh install of pyproject.toml
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet -e '.[test]'
+	{ echo "# The exact versions we test and ship: the image and the tests install with -c constraints.txt."; \
+	  echo "# Regenerate with: make lock"; .venv-lock/bin/pip freeze --exclude-editable; } > constraints.txt
+	rm -rf .venv-lock
+
+one-click-mlflow deploy docker apply destroy:
+	@echo "make $@: not implemented yet" >&2; exit 2

@@ -1,0 +1,1 @@
+"""The MLflow server as we run it: one entrypoint for the container and `deployer local`."""

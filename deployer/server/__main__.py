@@ -1,0 +1,5 @@
+import sys
+
+from deployer.server.entrypoint import main
+
+sys.exit(main())

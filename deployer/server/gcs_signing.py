@@ -1,0 +1,5 @@
+"""Placeholder replaced below in this change set."""
+
+
+def install_from_env() -> None:
+    return None

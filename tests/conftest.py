@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+def console_script(name: str) -> str:
+    """A console script installed by this project into the test's virtual environment."""
+    path = BIN / name
+    if not path.exists():
+        raise AssertionError(f"{name} is not installed in {BIN}: run `make install`")
+    return str(path)
