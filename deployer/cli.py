@@ -28,18 +28,35 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--host", default=local_server.DEFAULT_HOST, show_default=True,
-              help="Interface to listen on. 0.0.0.0 serves a team from this machine; "
-                   "basic auth stays on either way.")
-@click.option("--port", default=local_server.DEFAULT_PORT, show_default=True,
-              type=click.IntRange(1, 65535), help="Port to listen on.")
-@click.option("--data-dir", default=str(local_server.DEFAULT_DATA_DIR), show_default=True,
-              type=click.Path(path_type=Path),
-              help="Folder for the database, artifacts, users and generated secrets. "
-                   "Reuse it to keep your runs.")
-@click.option("--allowed-hosts", default=None, metavar="HOSTS",
-              help="Comma-separated host names clients use to reach this machine "
-                   "(needed with --host 0.0.0.0 when they use a name, not an IP).")
+@click.option(
+    "--host",
+    default=local_server.DEFAULT_HOST,
+    show_default=True,
+    help="Interface to listen on. 0.0.0.0 serves a team from this machine; "
+    "basic auth stays on either way.",
+)
+@click.option(
+    "--port",
+    default=local_server.DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on.",
+)
+@click.option(
+    "--data-dir",
+    default=str(local_server.DEFAULT_DATA_DIR),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Folder for the database, artifacts, users and generated secrets. "
+    "Reuse it to keep your runs.",
+)
+@click.option(
+    "--allowed-hosts",
+    default=None,
+    metavar="HOSTS",
+    help="Comma-separated host names clients use to reach this machine "
+    "(needed with --host 0.0.0.0 when they use a name, not an IP).",
+)
 def local(host: str, port: int, data_dir: Path, allowed_hosts: str | None) -> None:
     """Run the real MLflow server on this machine (SQLite + a folder), private by default.
 

@@ -72,11 +72,24 @@ def public_key_from_jwk(jwk: Mapping[str, Any]) -> PublicKey:
 def jwk_from_public_key(key: PublicKey, kid: str) -> dict[str, str]:
     if isinstance(key, ec.EllipticCurvePublicKey):
         n = key.public_numbers()
-        return {"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
-                "x": _int_to_b64(n.x, 32), "y": _int_to_b64(n.y, 32)}
+        return {
+            "kty": "EC",
+            "crv": "P-256",
+            "alg": "ES256",
+            "use": "sig",
+            "kid": kid,
+            "x": _int_to_b64(n.x, 32),
+            "y": _int_to_b64(n.y, 32),
+        }
     n = key.public_numbers()
-    return {"kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid,
-            "n": _int_to_b64(n.n), "e": _int_to_b64(n.e)}
+    return {
+        "kty": "RSA",
+        "alg": "RS256",
+        "use": "sig",
+        "kid": kid,
+        "n": _int_to_b64(n.n),
+        "e": _int_to_b64(n.e),
+    }
 
 
 def keys_from_jwks(document: Mapping[str, Any]) -> dict[str, PublicKey]:
@@ -133,8 +146,9 @@ def parse(token: str) -> UnverifiedToken:
         raise TokenError("token header or payload is not JSON") from e
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise TokenError("token header or payload is not a JSON object")
-    return UnverifiedToken(header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"),
-                           b64url_decode(parts[2]))
+    return UnverifiedToken(
+        header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), b64url_decode(parts[2])
+    )
 
 
 def _check_signature(token: UnverifiedToken, key: PublicKey, alg: str) -> None:
@@ -142,8 +156,10 @@ def _check_signature(token: UnverifiedToken, key: PublicKey, alg: str) -> None:
         if alg == "ES256":
             if not isinstance(key, ec.EllipticCurvePublicKey) or len(token.signature) != 64:
                 raise TokenError("signature does not match the key")
-            der = encode_dss_signature(int.from_bytes(token.signature[:32], "big"),
-                                       int.from_bytes(token.signature[32:], "big"))
+            der = encode_dss_signature(
+                int.from_bytes(token.signature[:32], "big"),
+                int.from_bytes(token.signature[32:], "big"),
+            )
             key.verify(der, token.signing_input, ec.ECDSA(hashes.SHA256()))
         elif alg == "RS256":
             if not isinstance(key, rsa.RSAPublicKey):
@@ -170,7 +186,9 @@ def verify(
     allowed = set(algorithms)
     alg = parsed.header.get("alg")
     if alg not in allowed or alg not in SUPPORTED_ALGORITHMS:
-        raise TokenError(f"algorithm {alg!r} is not allowed (expected {', '.join(sorted(allowed))})")
+        raise TokenError(
+            f"algorithm {alg!r} is not allowed (expected {', '.join(sorted(allowed))})"
+        )
     kid = parsed.header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise TokenError("token has no key id (kid)")

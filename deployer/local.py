@@ -8,6 +8,7 @@ same entrypoint the container runs (`deployer.server.entrypoint`), configured by
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -239,9 +240,7 @@ def wait_for_health(url: str, proc: subprocess.Popen, timeout: float) -> None:
     while time.monotonic() < deadline:
         code = proc.poll()
         if code is not None:
-            raise LocalError(
-                f"the server exited during start (exit code {code}); its log is above"
-            )
+            raise LocalError(f"the server exited during start (exit code {code}); its log is above")
         try:
             if requests.get(f"{url}/health", timeout=2).status_code == 200:
                 return
@@ -254,10 +253,8 @@ def wait_for_health(url: str, proc: subprocess.Popen, timeout: float) -> None:
 def stop(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
     """SIGTERM the server's process group (graceful), then SIGKILL if it does not stop."""
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -309,9 +306,7 @@ def banner(setup: LocalSetup, url: str, host: str) -> str:
             f"  (shown only this once; kept in {setup.paths.admin_password}, mode 0600)",
         ]
     else:
-        lines.append(
-            f"UI login: {ADMIN_USERNAME}, password in {setup.paths.admin_password}"
-        )
+        lines.append(f"UI login: {ADMIN_USERNAME}, password in {setup.paths.admin_password}")
     lines += ["", "To log to it from another shell, paste:"]
     lines += [f"  {line}" for line in client_exports(setup, url)]
     lines += ["", "Press Ctrl-C to stop; your runs stay in the data folder.", ""]

@@ -33,8 +33,10 @@ def main() -> int:
     args = parser.parse_args()
 
     if not os.environ.get("MLFLOW_TRACKING_URI"):
-        print("Set MLFLOW_TRACKING_URI first (deployer local prints the lines to paste).",
-              file=sys.stderr)
+        print(
+            "Set MLFLOW_TRACKING_URI first (deployer local prints the lines to paste).",
+            file=sys.stderr,
+        )
         return 2
 
     X, y = load_iris(return_X_y=True)
@@ -52,8 +54,11 @@ def main() -> int:
 
         with tempfile.TemporaryDirectory() as tmp:
             report = Path(tmp) / "report.json"
-            report.write_text(json.dumps({"test_accuracy": model.score(X_test, y_test),
-                                          "n_test": len(y_test)}, indent=2))
+            report.write_text(
+                json.dumps(
+                    {"test_accuracy": model.score(X_test, y_test), "n_test": len(y_test)}, indent=2
+                )
+            )
             mlflow.log_artifact(str(report), artifact_path="reports")
 
         info = mlflow.sklearn.log_model(

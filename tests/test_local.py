@@ -24,9 +24,17 @@ BANNER = "MLflow is running at"
 
 def start_local(data_dir: Path, port: int, log: Path, *extra: str) -> Proc:
     proc = start(
-        [console_script("deployer"), "local", "--data-dir", str(data_dir), "--port", str(port),
-         *extra],
-        env=base_env(), log=log,
+        [
+            console_script("deployer"),
+            "local",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            *extra,
+        ],
+        env=base_env(),
+        log=log,
     )
     proc.wait_for_text(BANNER, timeout=90)
     return proc
@@ -34,8 +42,11 @@ def start_local(data_dir: Path, port: int, log: Path, *extra: str) -> Proc:
 
 def client_env(url: str, data_dir: Path) -> dict[str, str]:
     password = (data_dir / "secrets" / "admin-password").read_text().strip()
-    return {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": "admin",
-            "MLFLOW_TRACKING_PASSWORD": password}
+    return {
+        "MLFLOW_TRACKING_URI": url,
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": password,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +75,10 @@ def test_first_start_prints_paste_lines_and_keeps_secrets_private(server):
     password = (data_dir / "secrets" / "admin-password").read_text().strip()
     assert f"export MLFLOW_TRACKING_URI={url}" in out
     assert "export MLFLOW_TRACKING_USERNAME=admin" in out
-    assert f'export MLFLOW_TRACKING_PASSWORD="$(cat {data_dir.resolve()}/secrets/admin-password)"' in out
+    assert (
+        f'export MLFLOW_TRACKING_PASSWORD="$(cat {data_dir.resolve()}/secrets/admin-password)"'
+        in out
+    )
     # The one-time hint is the only place the password is ever printed.
     assert out.count(password) == 1
     for name in ("admin-password", "flask-secret-key"):
@@ -77,8 +91,9 @@ def test_anonymous_and_wrong_password_get_401(server):
     _, url, _ = server
     api = f"{url}/api/2.0/mlflow/experiments/search"
     assert requests.get(api, params={"max_results": 1}, timeout=10).status_code == 401
-    bad = requests.get(api, params={"max_results": 1}, auth=("admin", "not-the-password"),
-                       timeout=10)
+    bad = requests.get(
+        api, params={"max_results": 1}, auth=("admin", "not-the-password"), timeout=10
+    )
     assert bad.status_code == 401
     assert requests.get(f"{url}/health", timeout=10).status_code == 200
 
@@ -106,8 +121,9 @@ def test_artifacts_round_trip_byte_for_byte(as_admin, server, tmp_path):
     # Proxied: the client sent it to the server, which stored it in the data folder.
     stored = list((data_dir / "artifacts").rglob("blob.bin"))
     assert len(stored) == 1 and stored[0].read_bytes() == payload
-    back = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="raw/blob.bin",
-                                               dst_path=str(tmp_path / "dl"))
+    back = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="raw/blob.bin", dst_path=str(tmp_path / "dl")
+    )
     assert Path(back).read_bytes() == payload
     assert as_admin.get_run(run.info.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
 
@@ -116,9 +132,18 @@ def test_example_script_end_to_end(server, as_admin):
     _, url, data_dir = server
     env = {**base_env(), **client_env(url, data_dir)}
     result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "track_experiment.py"), "--epochs", "5",
-         "--model", "example-model"],
-        env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            str(REPO / "examples" / "track_experiment.py"),
+            "--epochs",
+            "5",
+            "--model",
+            "example-model",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     version = as_admin.get_model_version_by_alias("example-model", "champion")
@@ -167,8 +192,11 @@ def test_all_interfaces_keep_auth_on(tmp_path):
     port = free_port()
     proc = start_local(tmp_path / "data", port, tmp_path / "log", "--host", "0.0.0.0")
     try:
-        r = requests.get(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search",
-                         params={"max_results": 1}, timeout=10)
+        r = requests.get(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            timeout=10,
+        )
         assert r.status_code == 401
         assert "Basic auth stays on" in proc.output()
     finally:
@@ -176,8 +204,13 @@ def test_all_interfaces_keep_auth_on(tmp_path):
 
 
 def run_local_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([console_script("deployer"), "local", *args], env=base_env(),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [console_script("deployer"), "local", *args],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:

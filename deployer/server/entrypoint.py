@@ -70,10 +70,6 @@ def server_command(settings: ServerSettings) -> list[str]:
         "--gunicorn-opts",
         gunicorn_options(settings),
     ]
-    if settings.allowed_hosts:
-        cmd += ["--allowed-hosts", ",".join(settings.allowed_hosts)]
-    if settings.cors_allowed_origins:
-        cmd += ["--cors-allowed-origins", ",".join(settings.cors_allowed_origins)]
     app_name = APP_NAMES[settings.auth_mode]
     if app_name:
         cmd += ["--app-name", app_name]
@@ -84,6 +80,12 @@ def server_environment(settings: ServerSettings, base: Mapping[str, str]) -> dic
     env = dict(base)
     env.update(FIXED_SERVER_ENV)
     env["MLFLOW_BACKEND_STORE_URI"] = settings.backend_store_uri
+    # Host-header (DNS rebinding) and CORS checks of MLflow's Flask app. `mlflow server` only
+    # takes them as flags under uvicorn; under gunicorn the app reads them from here.
+    if settings.allowed_hosts:
+        env["MLFLOW_SERVER_ALLOWED_HOSTS"] = ",".join(settings.allowed_hosts)
+    if settings.cors_allowed_origins:
+        env["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] = ",".join(settings.cors_allowed_origins)
     if settings.pool is not None:
         env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"] = str(settings.pool.pool_size)
         env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"] = str(settings.pool.max_overflow)
@@ -113,8 +115,9 @@ def migrate(env: Mapping[str, str]) -> int:
     if before == after:
         print(f"mlflow-server-entrypoint: schema already at {after}; nothing to do", flush=True)
     else:
-        print(f"mlflow-server-entrypoint: schema migrated {before or 'empty'} -> {after}",
-              flush=True)
+        print(
+            f"mlflow-server-entrypoint: schema migrated {before or 'empty'} -> {after}", flush=True
+        )
     return 0
 
 

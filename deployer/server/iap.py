@@ -20,7 +20,7 @@ from deployer.server.settings import IAP_ISSUER
 IAP_HEADER = "x-goog-iap-jwt-assertion"
 # Refetch the key set at most this often when a token names a kid we do not know, so a flood
 # of forged kids cannot turn into a flood of fetches.
-MIN_REFRESH_SECONDS = 30.0
+MIN_REFRESH_SECONDS = 5.0
 KEYS_MAX_AGE_SECONDS = 3600.0
 
 

@@ -82,16 +82,25 @@ class AsgiIapGuard:
             await self.app(scope, receive, send)
             return
         header = IAP_HEADER.encode()
-        assertion = next((v.decode("latin-1") for k, v in scope.get("headers", [])
-                          if k.lower() == header), None)
+        assertion = next(
+            (v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == header), None
+        )
         try:
             self.verifier.verify(assertion)
         except jose.TokenError as e:
-            body = json.dumps({"error_code": "UNAUTHENTICATED",
-                               "message": f"IAP assertion rejected: {e}"}).encode()
-            await send({"type": "http.response.start", "status": 401,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
+            body = json.dumps(
+                {"error_code": "UNAUTHENTICATED", "message": f"IAP assertion rejected: {e}"}
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)

@@ -27,7 +27,7 @@ _SET_TAG = {"runs/set-tag", "registered-models/set-tag", "model-versions/set-tag
 def endpoint(path: str) -> str | None:
     for prefix in _PREFIXES:
         if path.startswith(prefix):
-            return path[len(prefix):]
+            return path[len(prefix) :]
     return None
 
 

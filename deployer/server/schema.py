@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
-
 MIGRATE_HINT = (
     "run the migration first (`mlflow-server-entrypoint migrate` with the same settings; "
     "on Cloud Run, the migration job that `deployer deploy` executes)"
@@ -60,9 +59,7 @@ def schema_state(uri: str) -> SchemaState:
 def require_current_schema(uri: str) -> SchemaState:
     state = schema_state(uri)
     if state.current is None:
-        raise SchemaNotReady(
-            "the tracking database has no MLflow tables yet: " + MIGRATE_HINT
-        )
+        raise SchemaNotReady("the tracking database has no MLflow tables yet: " + MIGRATE_HINT)
     if not state.up_to_date:
         raise SchemaNotReady(
             f"the tracking database schema is at {state.current}, this server needs {state.head}: "

@@ -70,8 +70,10 @@ ENGINES_PER_PROCESS = 2
 _CONNECTION_NAME = re.compile(
     r"^(?:[a-z][a-z0-9.-]*:)?[a-z][a-z0-9-]{4,28}[a-z0-9]:[a-z]+-[a-z]+[0-9]:[a-z][a-z0-9-]{0,97}$"
 )
-_IAP_AUDIENCE = re.compile(r"^/projects/[0-9]+/(?:locations/[a-z0-9-]+/services/[a-z0-9-]+|"
-                           r"global/backendServices/[0-9]+|apps/[a-z0-9.:-]+)$")
+_IAP_AUDIENCE = re.compile(
+    r"^/projects/[0-9]+/(?:locations/[a-z0-9-]+/services/[a-z0-9-]+|"
+    r"global/backendServices/[0-9]+|apps/[a-z0-9.:-]+)$"
+)
 _HOST_PATTERN = re.compile(r"^[A-Za-z0-9*.:\[\]-]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -247,9 +249,7 @@ def _artifacts_destination(env: Mapping[str, str]) -> str:
     return dest
 
 
-def size_pool(
-    max_connections: int, reserved: int, max_instances: int, workers: int
-) -> PoolBudget:
+def size_pool(max_connections: int, reserved: int, max_instances: int, workers: int) -> PoolBudget:
     """Split the database's connection cap over every engine of every worker of every instance.
 
     MLflow cannot set `max_overflow=0` (its env var is ignored when falsy), so each engine needs

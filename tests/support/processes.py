@@ -59,8 +59,13 @@ class Proc:
 def start(argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None) -> Proc:
     fh = open(log, "ab")  # noqa: SIM115 - kept open for the child's lifetime
     popen = subprocess.Popen(
-        list(argv), env=dict(env), stdout=fh, stderr=subprocess.STDOUT, cwd=cwd,
-        start_new_session=True, stdin=subprocess.DEVNULL,
+        list(argv),
+        env=dict(env),
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
     )
     fh.close()
     return Proc(popen, log)
@@ -71,22 +76,26 @@ def wait_healthy(url: str, proc: Proc | None = None, timeout: float = 90) -> flo
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if proc is not None and proc.popen.poll() is not None:
-            raise AssertionError(f"server exited ({proc.popen.returncode}):\n"
-                                 + proc.output()[-4000:])
+            raise AssertionError(
+                f"server exited ({proc.popen.returncode}):\n" + proc.output()[-4000:]
+            )
         try:
             if requests.get(f"{url}/health", timeout=2).status_code == 200:
                 return time.monotonic() - t0
         except requests.RequestException:
             pass
         time.sleep(0.1)
-    raise AssertionError(f"{url}/health not healthy after {timeout}s"
-                         + ("" if proc is None else ":\n" + proc.output()[-4000:]))
+    raise AssertionError(
+        f"{url}/health not healthy after {timeout}s"
+        + ("" if proc is None else ":\n" + proc.output()[-4000:])
+    )
 
 
 def base_env() -> dict[str, str]:
     """The test process's environment minus anything that would leak into a child server."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "GOOGLE_", "CLOUDSDK_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "GOOGLE_", "CLOUDSDK_"))
+    }
     env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "2"
     env["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     return env

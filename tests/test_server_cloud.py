@@ -1,0 +1,310 @@
+"""The server as Cloud Run runs it: env only, PostgreSQL over a /cloudsql-style socket, a GCS
+emulator, and IAP's signed header verified on every request."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import psycopg2
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import ec
+from mlflow import MlflowClient
+from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
+from mlflow.tracking.request_header.registry import _request_header_provider_registry
+
+from deployer import jose
+from deployer.server.iap import MIN_REFRESH_SECONDS
+from tests.support.cloud_server import AUDIENCE, BUCKET, DB_PASSWORD, CloudStack
+from tests.support.gcs import FakeGcs
+from tests.support.iap_keys import IapKeys
+from tests.support.postgres import Postgres
+from tests.support.processes import free_port
+
+API = "/api/2.0/mlflow"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cloud")
+    pg = Postgres().init().start()
+    pg.create_database("mlflow", "mlflow", DB_PASSWORD)
+    gcs = FakeGcs(root / "gcs").start()
+    gcs.create_bucket(BUCKET)
+    keys = IapKeys(AUDIENCE)
+    try:
+        yield CloudStack(pg, gcs, keys.jwks_url), keys, root
+    finally:
+        keys.close()
+        gcs.stop()
+        pg.destroy()
+
+
+def tables(stack: CloudStack, db: str = "mlflow") -> set[str]:
+    conn = stack.pg.connect("mlflow", DB_PASSWORD, db)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select tablename from pg_tables where schemaname = 'public'")
+            return {r[0] for r in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def run_entrypoint(stack: CloudStack, mode: str, **overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "deployer.server", mode],
+        env=stack.env(free_port(), **overrides),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def served(stack):
+    """migrate (the Cloud Run job), then serve (the service)."""
+    cloud, _, root = stack
+    # Before the migration job ran, `serve` refuses and creates nothing.
+    refused = run_entrypoint(cloud, "serve")
+    assert refused.returncode != 0
+    assert "no MLflow tables yet" in refused.stderr and "migrat" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert tables(cloud) == set()
+
+    first = run_entrypoint(cloud, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert "schema migrated empty ->" in first.stdout
+    again = run_entrypoint(cloud, "migrate")
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+    proc, url = cloud.serve(root / "serve.log")
+    yield proc, url
+    proc.stop()
+
+
+class _IapHeader(RequestHeaderProvider):
+    """What IAP adds in front of the service: a fresh signed assertion on every request."""
+
+    keys: IapKeys | None = None
+    email = "alice@example.com"
+
+    def in_context(self) -> bool:
+        return self.keys is not None
+
+    def request_headers(self) -> dict[str, str]:
+        assert self.keys is not None
+        return {"x-goog-iap-jwt-assertion": self.keys.assertion(self.email)}
+
+
+@pytest.fixture
+def through_iap(stack, served, monkeypatch):
+    _, keys, _ = stack
+    _, url = served
+    provider = _IapHeader()
+    provider.keys = keys
+    _request_header_provider_registry._registry.append(provider)
+    mlflow.set_tracking_uri(url)
+    yield MlflowClient(url), provider
+    _request_header_provider_registry._registry.remove(provider)
+    mlflow.set_tracking_uri(None)
+
+
+def test_password_with_uri_breaking_characters_connects(stack, served):
+    cloud, _, _ = stack
+    assert all(c in DB_PASSWORD for c in "@:/?#%&")
+    assert "experiments" in tables(cloud)  # the migration reached the DB with that password
+
+
+def test_health_needs_no_assertion(served):
+    _, url = served
+    assert requests.get(f"{url}/health", timeout=5).status_code == 200
+
+
+def _search(url: str, assertion: str | None) -> requests.Response:
+    headers = {} if assertion is None else {"x-goog-iap-jwt-assertion": assertion}
+    return requests.get(
+        f"{url}{API}/experiments/search", params={"max_results": 1}, headers=headers, timeout=10
+    )
+
+
+def _forged_none_alg(keys: IapKeys) -> str:
+    good = keys.assertion()
+    header = jose.b64url_encode(
+        b'{"alg":"none","typ":"JWT","kid":"' + next(iter(keys.keys)).encode() + b'"}'
+    )
+    return f"{header}.{good.split('.')[1]}."
+
+
+def _bad_signature(keys: IapKeys) -> str:
+    h, p, s = keys.assertion().split(".")
+    sig = bytearray(jose.b64url_decode(s))
+    sig[5] ^= 0x01
+    return f"{h}.{p}.{jose.b64url_encode(bytes(sig))}"
+
+
+@pytest.mark.parametrize(
+    ("case", "make"),
+    [
+        ("missing", lambda k: None),
+        ("expired", lambda k: k.assertion(iat_offset=-7200, lifetime=600)),
+        ("wrong audience", lambda k: k.assertion(audience="/projects/1/locations/x/services/y")),
+        ("wrong issuer", lambda k: k.assertion(issuer="https://evil.example.com")),
+        (
+            "unknown key id",
+            lambda k: k.assertion(kid="nope", key=ec.generate_private_key(ec.SECP256R1())),
+        ),
+        ("bad signature", _bad_signature),
+        ("none algorithm", _forged_none_alg),
+        ("garbage", lambda k: "not-a-jwt"),
+    ],
+)
+def test_bad_assertions_get_401_and_reach_nothing(stack, served, case, make):
+    cloud, keys, _ = stack
+    _, url = served
+    r = _search(url, make(keys))
+    assert r.status_code == 401, (case, r.status_code, r.text)
+    assert r.json()["error_code"] == "UNAUTHENTICATED"
+    # A write with the same bad assertion must not reach MLflow's database.
+    name = f"should-not-exist-{case.replace(' ', '-')}"
+    assertion = make(keys)
+    headers = {} if assertion is None else {"x-goog-iap-jwt-assertion": assertion}
+    w = requests.post(
+        f"{url}{API}/experiments/create", json={"name": name}, headers=headers, timeout=10
+    )
+    assert w.status_code == 401
+    conn = cloud.pg.connect("mlflow", DB_PASSWORD, "mlflow")
+    with conn, conn.cursor() as cur:
+        cur.execute("select count(*) from experiments where name = %s", (name,))
+        assert cur.fetchone()[0] == 0
+    conn.close()
+
+
+def test_foreign_host_header_is_refused(stack, served):
+    _, keys, _ = stack
+    _, url = served
+    headers = {"x-goog-iap-jwt-assertion": keys.assertion(), "Host": "evil.example.com"}
+    r = requests.get(
+        f"{url}{API}/experiments/search", params={"max_results": 1}, headers=headers, timeout=10
+    )
+    assert r.status_code == 403
+    headers["Host"] = "mlflow-abc123-uc.a.run.app"
+    r = requests.get(
+        f"{url}{API}/experiments/search", params={"max_results": 1}, headers=headers, timeout=10
+    )
+    assert r.status_code == 200
+
+
+def test_valid_assertion_passes_and_keys_are_cached(stack, served):
+    _, keys, _ = stack
+    _, url = served
+    before = keys.fetches
+    for _ in range(6):
+        assert _search(url, keys.assertion()).status_code == 200
+    # Two workers may each fetch once; never once per request.
+    assert keys.fetches - before <= 2
+
+
+def test_rotated_key_is_fetched_on_unknown_kid(stack, served):
+    _, keys, _ = stack
+    _, url = served
+    kid = keys.rotate()
+    before = keys.fetches
+    # An unknown kid triggers a refetch, at most once per MIN_REFRESH_SECONDS per worker (an
+    # earlier test's forged kid may have just used that slot).
+    deadline = time.monotonic() + MIN_REFRESH_SECONDS + 3
+    while (status := _search(url, keys.assertion(kid=kid)).status_code) != 200:
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+    assert 1 <= keys.fetches - before <= 2
+
+
+def test_identity_is_the_verified_email_whatever_the_client_claims(through_iap, stack):
+    client, provider = through_iap
+    provider.email = "bob@example.com"
+    exp = client.create_experiment(f"who-{time.time_ns()}")
+    run = client.create_run(exp, tags={"mlflow.user": "mallory"})
+    got = client.get_run(run.info.run_id)
+    assert got.info.user_id == "bob@example.com"
+    assert got.data.tags["mlflow.user"] == "bob@example.com"
+    client.set_tag(run.info.run_id, "mlflow.user", "mallory")
+    assert client.get_run(run.info.run_id).data.tags["mlflow.user"] == "bob@example.com"
+
+    name = f"model-{time.time_ns()}"
+    client.create_registered_model(name, tags={"mlflow.user": "mallory"})
+    assert client.get_registered_model(name).tags["mlflow.user"] == "bob@example.com"
+    mv = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
+    assert client.get_model_version(name, mv.version).tags["mlflow.user"] == "bob@example.com"
+
+
+def test_artifacts_go_to_the_bucket_through_the_server(through_iap, stack, tmp_path):
+    cloud, _, _ = stack
+    client, _ = through_iap
+    payload = bytes(range(256)) * 4096
+    src = tmp_path / "weights.bin"
+    src.write_bytes(payload)
+    exp = client.create_experiment(f"art-{time.time_ns()}")
+    run = client.create_run(exp)
+    client.log_artifact(run.info.run_id, str(src), "ckpt")
+    objects = cloud.gcs.objects(BUCKET, "artifacts/")
+    matches = [n for n in objects if n.endswith(f"{run.info.run_id}/artifacts/ckpt/weights.bin")]
+    assert len(matches) == 1 and objects[matches[0]] == len(payload)
+    back = client.download_artifacts(run.info.run_id, "ckpt/weights.bin", str(tmp_path))
+    assert Path(back).read_bytes() == payload
+
+
+def test_serve_refuses_an_outdated_schema(stack):
+    cloud, _, _ = stack
+    cloud.pg.create_database("mlflow_old", "mlflow_old", DB_PASSWORD)
+    overrides = {"DB_NAME": "mlflow_old", "DB_USER": "mlflow_old"}
+    assert run_entrypoint(cloud, "migrate", **overrides).returncode == 0
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    script = ScriptDirectory.from_config(_get_alembic_config(""))
+    head = script.get_revision(script.get_current_head())
+    conn = cloud.pg.connect("mlflow_old", DB_PASSWORD, "mlflow_old")
+    with conn, conn.cursor() as cur:
+        cur.execute("update alembic_version set version_num = %s", (head.down_revision,))
+    conn.close()
+
+    result = run_entrypoint(cloud, "serve", **overrides)
+    assert result.returncode != 0
+    assert f"schema is at {head.down_revision}" in result.stderr
+    assert "migration" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"DB_NAME": "<unset>"}, "DB_NAME is not set"),
+        ({"CLOUD_SQL_CONNECTION_NAME": "not-a-connection"}, "CLOUD_SQL_CONNECTION_NAME"),
+        ({"IAP_AUDIENCE": "<unset>"}, "IAP_AUDIENCE is not set"),
+        ({"PORT": "eighty"}, "PORT='eighty' is not a whole number"),
+        ({"ARTIFACTS_DESTINATION": "s3://elsewhere"}, "ARTIFACTS_DESTINATION"),
+        ({"ALLOWED_HOSTS": "https://mlflow.example.com/"}, "ALLOWED_HOSTS"),
+        ({"MAX_INSTANCES": "40", "DB_MAX_CONNECTIONS": "25"}, "lower max instances"),
+        ({"AUTH_MODE": "<unset>"}, "AUTH_MODE is not set"),
+    ],
+)
+def test_bad_settings_stop_at_once_with_one_line(stack, overrides, needle):
+    cloud, _, _ = stack
+    for mode in ("serve", "migrate"):
+        result = run_entrypoint(cloud, mode, **overrides)
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], result.stderr
+
+
+def test_wrong_database_password_is_one_line(stack):
+    cloud, _, _ = stack
+    result = run_entrypoint(cloud, "serve", DB_PASSWORD="wrong")
+    assert result.returncode == 2
+    assert "password authentication failed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    with pytest.raises(psycopg2.OperationalError):
+        cloud.pg.connect("mlflow", "wrong", "mlflow")
