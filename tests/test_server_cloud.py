@@ -19,10 +19,8 @@ from mlflow.tracking.request_header.registry import _request_header_provider_reg
 
 from deployer import jose
 from deployer.server.iap import MIN_REFRESH_SECONDS
-from tests.support.cloud_server import AUDIENCE, BUCKET, DB_PASSWORD, CloudStack
-from tests.support.gcs import FakeGcs
+from tests.support.cloud_server import BUCKET, DB_PASSWORD, CloudStack, running_stack
 from tests.support.iap_keys import IapKeys
-from tests.support.postgres import Postgres
 from tests.support.processes import free_port
 
 API = "/api/2.0/mlflow"
@@ -31,17 +29,8 @@ API = "/api/2.0/mlflow"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("cloud")
-    pg = Postgres().init().start()
-    pg.create_database("mlflow", "mlflow", DB_PASSWORD)
-    gcs = FakeGcs(root / "gcs").start()
-    gcs.create_bucket(BUCKET)
-    keys = IapKeys(AUDIENCE)
-    try:
-        yield CloudStack(pg, gcs, keys.jwks_url), keys, root
-    finally:
-        keys.close()
-        gcs.stop()
-        pg.destroy()
+    with running_stack(root) as (cloud, keys):
+        yield cloud, keys, root
 
 
 def tables(stack: CloudStack, db: str = "mlflow") -> set[str]:

@@ -4,10 +4,13 @@ against a real PostgreSQL behind a Cloud SQL-style socket folder and a GCS emula
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.gcs import FakeGcs
+from tests.support.iap_keys import IapKeys
 from tests.support.postgres import Postgres
 from tests.support.processes import Proc, base_env, free_port, start, wait_healthy
 
@@ -63,3 +66,22 @@ class CloudStack:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, proc)
         return proc, url
+
+
+@contextmanager
+def running_stack(root: Path) -> Iterator[tuple[CloudStack, IapKeys]]:
+    """PostgreSQL (database and user created), the GCS emulator (bucket created), IAP's keys."""
+    pg = Postgres().init().start()
+    gcs = keys = None
+    try:
+        pg.create_database("mlflow", "mlflow", DB_PASSWORD)
+        gcs = FakeGcs(root / "gcs").start()
+        gcs.create_bucket(BUCKET)
+        keys = IapKeys(AUDIENCE)
+        yield CloudStack(pg, gcs, keys.jwks_url), keys
+    finally:
+        if keys is not None:
+            keys.close()
+        if gcs is not None:
+            gcs.stop()
+        pg.destroy()

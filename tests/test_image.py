@@ -1,0 +1,118 @@
+"""image/: the Dockerfile passes hadolint and our rules, and the same install runs the server.
+
+No Docker engine runs here, so the install the Dockerfile performs (image/install.sh) is run
+into a clean virtual environment and the entrypoint is started from it, env only, as Cloud Run
+starts the container.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import BIN, REPO
+from tests.support.cloud_server import running_stack
+from tests.support.dockerfile_rules import problems
+from tests.support.processes import free_port, start, wait_healthy
+
+DOCKERFILE = REPO / "image" / "Dockerfile"
+DOCKERIGNORE = REPO / ".dockerignore"
+
+
+def hadolint(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "hadolint"), "--no-color", str(path)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_dockerfile_passes_hadolint():
+    result = hadolint(DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_catches_a_broken_copy(tmp_path):
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(
+        DOCKERFILE.read_text().replace(
+            "FROM python:3.11.14-slim-bookworm AS build", "FROM python:latest AS build"
+        )
+    )
+    result = hadolint(broken)
+    assert result.returncode != 0 and "DL3007" in result.stdout
+
+
+def test_dockerfile_follows_our_rules():
+    assert problems(DOCKERFILE.read_text(), DOCKERIGNORE.read_text()) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("FROM python:3.11.14-slim-bookworm\n", "FROM python:3.11-slim\n", "not pinned"),
+        ("USER 10001:10001\n", "USER root\n", "non-root USER"),
+        ("RUN ./image/install.sh /opt/venv\n", "RUN pip install .\n", "--no-cache-dir"),
+        ("COPY --from=build", "RUN apt-get install -y gcc\nCOPY --from=build", "compilers"),
+        (
+            'ENTRYPOINT ["mlflow-server-entrypoint"]\n',
+            'ENTRYPOINT ["mlflow", "server"]\n',
+            "does not start",
+        ),
+    ],
+)
+def test_our_rules_catch_broken_copies(old, new, expected):
+    text = DOCKERFILE.read_text()
+    assert old in text
+    found = problems(text.replace(old, new), DOCKERIGNORE.read_text())
+    assert any(expected in p for p in found), found
+
+
+def test_dockerignore_is_required():
+    assert any(".dockerignore" in p for p in problems(DOCKERFILE.read_text(), None))
+
+
+def test_clean_install_starts_the_entrypoint_as_cloud_run_does(tmp_path):
+    venv = tmp_path / "image-venv"
+    install = subprocess.run(
+        [str(REPO / "image" / "install.sh"), str(venv)], capture_output=True, text=True, timeout=600
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    assert not (venv / "bin" / "pip").exists()
+    with running_stack(tmp_path) as (cloud, keys):
+        port = free_port()
+        env = cloud.env(port)
+        env["PATH"] = f"{venv / 'bin'}:{os.environ['PATH']}"
+        # Run from a folder outside the repo so nothing is imported from the checkout.
+        migrate = subprocess.run(
+            [str(venv / "bin" / "mlflow-server-entrypoint"), "migrate"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert migrate.returncode == 0, migrate.stderr
+        proc = start(
+            [str(venv / "bin" / "mlflow-server-entrypoint")],
+            env,
+            tmp_path / "serve.log",
+            cwd=tmp_path,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_healthy(url, proc)
+            api = f"{url}/api/2.0/mlflow/experiments/search"
+            assert requests.get(api, params={"max_results": 1}, timeout=10).status_code == 401
+            ok = requests.get(
+                api,
+                params={"max_results": 1},
+                timeout=10,
+                headers={"x-goog-iap-jwt-assertion": keys.assertion()},
+            )
+            assert ok.status_code == 200
+            assert str(venv) in proc.output()  # the server runs from the clean install
+        finally:
+            proc.stop()
