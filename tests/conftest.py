@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,3 +21,9 @@ def console_script(name: str) -> str:
     if not path.exists():
         raise AssertionError(f"{name} is not installed in {BIN}: run `make install`")
     return str(path)
+
+
+# Fail fast: the mlflow client in the test process would otherwise retry a broken call for
+# minutes with exponential backoff.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")

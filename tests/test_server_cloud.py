@@ -14,13 +14,11 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 from mlflow import MlflowClient
-from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
-from mlflow.tracking.request_header.registry import _request_header_provider_registry
 
 from deployer import jose
 from deployer.server.iap import MIN_REFRESH_SECONDS
 from tests.support.cloud_server import BUCKET, DB_PASSWORD, CloudStack, running_stack
-from tests.support.iap_keys import IapKeys
+from tests.support.iap_keys import IapKeys, iap_headers
 from tests.support.processes import free_port
 
 API = "/api/2.0/mlflow"
@@ -75,31 +73,16 @@ def served(stack):
     proc.stop()
 
 
-class _IapHeader(RequestHeaderProvider):
-    """What IAP adds in front of the service: a fresh signed assertion on every request."""
-
-    keys: IapKeys | None = None
-    email = "alice@example.com"
-
-    def in_context(self) -> bool:
-        return self.keys is not None
-
-    def request_headers(self) -> dict[str, str]:
-        assert self.keys is not None
-        return {"x-goog-iap-jwt-assertion": self.keys.assertion(self.email)}
-
-
 @pytest.fixture
-def through_iap(stack, served, monkeypatch):
+def through_iap(stack, served):
     _, keys, _ = stack
     _, url = served
-    provider = _IapHeader()
-    provider.keys = keys
-    _request_header_provider_registry._registry.append(provider)
-    mlflow.set_tracking_uri(url)
-    yield MlflowClient(url), provider
-    _request_header_provider_registry._registry.remove(provider)
-    mlflow.set_tracking_uri(None)
+    with iap_headers(keys) as provider:
+        mlflow.set_tracking_uri(url)
+        try:
+            yield MlflowClient(url), provider
+        finally:
+            mlflow.set_tracking_uri(None)
 
 
 def test_password_with_uri_breaking_characters_connects(stack, served):

@@ -1,5 +1,112 @@
-"""Placeholder replaced below in this change set."""
+"""Large artifacts on Cloud Run: sign GCS multipart-upload URLs through IAM signBlob.
+
+Cloud Run rejects HTTP/1 request bodies over 32 MiB, so big artifacts must not stream through
+the server. MLflow's proxied multipart upload has the server hand out signed URLs, one per part,
+and the client PUTs the parts straight to GCS. MLflow signs those URLs with the storage client's
+credentials, which on Cloud Run come from the metadata server and hold no private key, so it
+fails ("you need a private key to sign credentials"; mlflow issue #21847).
+
+Responses are capped the same way, and MLflow streams proxied downloads with a Content-Length,
+so big downloads must not pass through the server either: the repository also hands out signed
+GET URLs (MLflow's multipart-download contract, which it implements only for S3), and clients
+fetch byte ranges straight from GCS.
+
+We register, for the `gs` scheme in the server process, MLflow's own GCS repository given a
+storage client whose credentials sign through IAM `signBlob` as the runtime service account
+(which needs `roles/iam.serviceAccountTokenCreator` on itself; Terraform grants exactly that).
+Nothing of MLflow is copied or patched: only the client it is handed differs, plus the one
+download method MLflow defines for repositories and leaves to each store.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+import posixpath
+from typing import Any
+
+import google.auth
+import google.auth.credentials
+from google.auth.transport.requests import AuthorizedSession, Request
+from mlflow.entities.presigned_download import PresignedDownloadUrlResponse
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repo import MultipartDownloadMixin
+from mlflow.store.artifact.gcs_artifact_repo import GCSArtifactRepository
+
+from deployer.google_iam import IamCredentialsClient
+from deployer.server.settings import Env
+
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 
-def install_from_env() -> None:
-    return None
+class IamSigningCredentials(google.auth.credentials.Signing, google.auth.credentials.Credentials):
+    """Bearer credentials of the runtime service account that can also sign, through IAM."""
+
+    def __init__(
+        self, base: google.auth.credentials.Credentials, email: str, iam: IamCredentialsClient
+    ) -> None:
+        super().__init__()
+        self._base = base
+        self._email = email
+        self._iam = iam
+
+    def refresh(self, request: Any) -> None:
+        self._base.refresh(request)
+        self.token = self._base.token
+        self.expiry = self._base.expiry
+
+    def sign_bytes(self, message: bytes) -> bytes:
+        return self._iam.sign_blob(self._email, message)
+
+    @property
+    def signer_email(self) -> str:
+        return self._email
+
+    @property
+    def signer(self) -> Any:
+        return self
+
+
+@functools.cache
+def signing_storage_client(email: str) -> Any:
+    from google.cloud import storage
+
+    base, project = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    iam = IamCredentialsClient(AuthorizedSession(base))
+    credentials = IamSigningCredentials(base, email, iam)
+    credentials.refresh(Request())
+    return storage.Client(
+        project=os.environ.get("GOOGLE_CLOUD_PROJECT") or project or "mlflow",
+        credentials=credentials,
+    )
+
+
+class SigningGCSArtifactRepository(GCSArtifactRepository, MultipartDownloadMixin):
+    """MLflow's GCS artifact repository, with a client that signs URLs through IAM."""
+
+    def __init__(self, artifact_uri: str, client: Any = None, *args: Any, **kwargs: Any) -> None:
+        email = os.environ[Env.SIGNING_SERVICE_ACCOUNT.value]
+        super().__init__(artifact_uri, client or signing_storage_client(email), *args, **kwargs)
+
+    def get_download_presigned_url(
+        self, artifact_path: str, expiration: int = 300
+    ) -> PresignedDownloadUrlResponse:
+        bucket_name, root = self.parse_gcs_uri(self.artifact_uri)
+        blob = self.client.bucket(bucket_name).get_blob(posixpath.join(root, artifact_path))
+        if blob is None:
+            raise MlflowException.invalid_parameter_value(f"No artifact at {artifact_path!r}")
+        url = blob.generate_signed_url(
+            method="GET", version="v4", expiration=datetime.timedelta(seconds=expiration)
+        )
+        return PresignedDownloadUrlResponse(url=url, headers={}, file_size=blob.size)
+
+
+def install_from_env() -> bool:
+    """Use the signing repository for gs:// in this process when a signer is configured."""
+    if not os.environ.get(Env.SIGNING_SERVICE_ACCOUNT.value):
+        return False
+    from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
+
+    _artifact_repository_registry.register("gs", SigningGCSArtifactRepository)
+    return True

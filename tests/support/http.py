@@ -18,6 +18,7 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    raw_query: str = ""
 
     def json(self) -> Any:
         return json.loads(self.body or b"{}")
@@ -58,9 +59,10 @@ class LocalHttpServer:
                 req = Request(
                     self.command,
                     parts.path,
-                    parse_qs(parts.query),
+                    parse_qs(parts.query, keep_blank_values=True),
                     {k.lower(): v for k, v in self.headers.items()},
                     body,
+                    parts.query,
                 )
                 outer.requests.append(req)
                 try:
@@ -76,7 +78,7 @@ class LocalHttpServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
             def log_message(self, *args: Any) -> None:
                 pass

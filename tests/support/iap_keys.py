@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
+from mlflow.tracking.request_header.registry import _request_header_provider_registry
 
 from deployer import jose
 from deployer.server.settings import IAP_ISSUER
@@ -77,3 +81,28 @@ class IapKeys:
 
     def close(self) -> None:
         self.server.close()
+
+
+class IapHeaderProvider(RequestHeaderProvider):
+    """What IAP adds in front of the service: a fresh signed assertion on every request."""
+
+    def __init__(self, keys: IapKeys, email: str = "alice@example.com") -> None:
+        self.keys = keys
+        self.email = email
+
+    def in_context(self) -> bool:
+        return True
+
+    def request_headers(self) -> dict[str, str]:
+        return {"x-goog-iap-jwt-assertion": self.keys.assertion(self.email)}
+
+
+@contextmanager
+def iap_headers(keys: IapKeys, email: str = "alice@example.com") -> Iterator[IapHeaderProvider]:
+    """Make every mlflow client request in this process carry an IAP assertion."""
+    provider = IapHeaderProvider(keys, email)
+    _request_header_provider_registry._registry.append(provider)
+    try:
+        yield provider
+    finally:
+        _request_header_provider_registry._registry.remove(provider)
