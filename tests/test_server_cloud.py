@@ -280,3 +280,10 @@ def test_wrong_database_password_is_one_line(stack):
     assert len(result.stderr.strip().splitlines()) == 1
     with pytest.raises(psycopg2.OperationalError):
         cloud.pg.connect("mlflow", "wrong", "mlflow")
+
+
+def test_pool_is_sized_to_the_connection_cap(served):
+    proc, _ = served
+    # DB_MAX_CONNECTIONS=50, 5 reserved, MAX_INSTANCES=2, 2 workers (+ the parent process):
+    # (50 - 5) // (2 x 3 x 2 engines) = 3 connections per engine -> pool 2 + overflow 1.
+    assert "'pool_size': 2, 'max_overflow': 1" in proc.output()
