@@ -31,6 +31,12 @@ from deployer import jose
 from tests.support.http import LocalHttpServer, Request, Response
 
 GOOGLE_ISSUER = "https://accounts.google.com"
+GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+PROJECT_NUMBER = "123456789012"
+WIF_AUDIENCE = (
+    f"//iam.googleapis.com/projects/{PROJECT_NUMBER}/locations/global/"
+    "workloadIdentityPools/github/providers/github"
+)
 METADATA_FLAVOR = {"Metadata-Flavor": "Google"}
 
 
@@ -64,6 +70,7 @@ class GoogleFakes:
         self.id_token_lifetime = id_token_lifetime
         self.google_key = _rsa()
         self.google_kid = secrets.token_hex(20)
+        self.github_key = _rsa()
         self.accounts: dict[str, ServiceAccount] = {}
         # access token -> (principal, expiry)
         self.access_tokens: dict[str, tuple[str, float]] = {}
@@ -211,8 +218,12 @@ class GoogleFakes:
             return self._metadata(req)
         if req.path == "/token" and req.method == "POST":
             return self._token(req)
+        if req.path == "/sts/v1/token" and req.method == "POST":
+            return self._sts(req)
         if req.path.startswith("/v1/projects/-/serviceAccounts/"):
             return self._iam(req)
+        if req.path == f"/v1/projects/{PROJECT_NUMBER}" and self._caller(req):
+            return Response(200, {"projectNumber": PROJECT_NUMBER, "projectId": self.project_id})
         if req.path == "/oauth2/v3/certs":
             return Response(
                 200,
@@ -287,7 +298,8 @@ class GoogleFakes:
                     form.get("assertion", ""),
                     self.service_account_public_key,
                     algorithms=["RS256"],
-                    audience=f"{self.url}/token",
+                    # google-auth signs for Google's own token URI whatever the key file says.
+                    audience=[f"{self.url}/token", "https://oauth2.googleapis.com/token"],
                     issuers=list(self.accounts),
                 )
             except jose.TokenError as e:
@@ -297,6 +309,71 @@ class GoogleFakes:
                 return Response(200, {"id_token": self.id_token(email, claims["target_audience"])})
             return Response(200, self._access_token(email))
         return Response(400, {"error": "unsupported_grant_type"})
+
+    # ----- Workload Identity Federation (GitHub Actions) -------------------------------------
+    def github_oidc_token(self, repository: str, audience: str) -> str:
+        """What GitHub Actions hands a job with `id-token: write`."""
+        now = int(time.time())
+        return jose.sign(
+            {
+                "iss": GITHUB_ISSUER,
+                "aud": audience,
+                "iat": now,
+                "exp": now + 300,
+                "sub": f"repo:{repository}:ref:refs/heads/main",
+                "repository": repository,
+            },
+            self.github_key,
+            "github-1",
+        )
+
+    def wif_principal(self, repository: str) -> str:
+        return (
+            f"principalSet://iam.googleapis.com/projects/{PROJECT_NUMBER}/locations/global/"
+            f"workloadIdentityPools/github/attribute.repository/{repository}"
+        )
+
+    def external_account_file(self, subject_token_file: Path, path: Path) -> Path:
+        """The credentials file google-github-actions/auth writes (no key inside)."""
+        path.write_text(
+            json.dumps(
+                {
+                    "type": "external_account",
+                    "audience": WIF_AUDIENCE,
+                    "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+                    "token_url": f"{self.url}/sts/v1/token",
+                    "credential_source": {"file": str(subject_token_file)},
+                }
+            )
+        )
+        return path
+
+    def _sts(self, req: Request) -> Response:
+        form = {k: v[0] for k, v in parse_qs(req.body.decode()).items()}
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:token-exchange":
+            return Response(400, {"error": "invalid_grant"})
+        try:
+            claims = jose.verify(
+                form.get("subject_token", ""),
+                lambda kid: self.github_key.public_key(),
+                algorithms=["RS256"],
+                audience=form.get("audience", ""),
+                issuers=[GITHUB_ISSUER],
+            )
+        except jose.TokenError as e:
+            return Response(400, {"error": "invalid_grant", "error_description": str(e)})
+        if form.get("audience") != WIF_AUDIENCE:
+            return Response(400, {"error": "invalid_target"})
+        token = self._access_token(self.wif_principal(claims["repository"]))
+        return Response(
+            200,
+            {
+                "access_token": token["access_token"],
+                "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "token_type": "Bearer",
+                "expires_in": token["expires_in"],
+            },
+        )
 
     def _iam(self, req: Request) -> Response:
         target, _, method = unquote(req.path.rsplit("/", 1)[1]).partition(":")

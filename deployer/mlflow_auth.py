@@ -1,0 +1,103 @@
+"""The MLflow client plugin: every request to the IAP-protected server carries a valid token.
+
+Installing this package registers the `mlflow.request_auth_provider` entry point `deployer-iap`.
+MLflow uses it when `MLFLOW_TRACKING_AUTH=deployer-iap`; it calls `get_auth()` on every request,
+so the token lives in a per-process cache (`deployer.tokens.TokenCache`): minted once, shared by
+all threads, refreshed before it expires, and re-minted once when the server answers 401.
+
+Settings (`deployer env` prints them for a deployed stack):
+    MLFLOW_TRACKING_URI          the service URL
+    MLFLOW_IAP_SERVICE_ACCOUNT   the client service account to sign as (mlflow-log-pusher@…)
+    MLFLOW_IAP_AUDIENCE          optional; defaults to the service URL with any path
+    MLFLOW_IAP_TOKEN_LIFETIME    optional; seconds, at most 3600
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import requests
+from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
+from requests.utils import rewind_body
+
+from deployer.tokens import MAX_LIFETIME_SECONDS, TokenCache, TokenError, TokenMinter, audience_for
+
+AUTH_NAME = "deployer-iap"
+ENV_SERVICE_ACCOUNT = "MLFLOW_IAP_SERVICE_ACCOUNT"
+ENV_AUDIENCE = "MLFLOW_IAP_AUDIENCE"
+ENV_LIFETIME = "MLFLOW_IAP_TOKEN_LIFETIME"
+# Files at least this big go up in parts straight to GCS (Cloud Run caps bodies at 32 MiB).
+MULTIPART_THRESHOLD_BYTES = 16 * 1024 * 1024
+
+_caches: dict[tuple[str, str | None, int], TokenCache] = {}
+_caches_lock = threading.Lock()
+
+
+def settings_from_env(env: Mapping[str, str]) -> tuple[str, str | None, int]:
+    audience = env.get(ENV_AUDIENCE) or ""
+    if not audience:
+        url = env.get("MLFLOW_TRACKING_URI", "")
+        if not url.startswith("https://") and not url.startswith("http://"):
+            raise TokenError(
+                "MLFLOW_TRACKING_URI must be the server's URL (https://…run.app) for "
+                f"MLFLOW_TRACKING_AUTH={AUTH_NAME}"
+            )
+        audience = audience_for(url)
+    raw = env.get(ENV_LIFETIME) or str(MAX_LIFETIME_SECONDS)
+    try:
+        lifetime = int(raw)
+    except ValueError:
+        raise TokenError(f"{ENV_LIFETIME}={raw!r} is not a whole number of seconds") from None
+    return audience, env.get(ENV_SERVICE_ACCOUNT) or None, lifetime
+
+
+def cache_for(env: Mapping[str, str] | None = None) -> TokenCache:
+    key = settings_from_env(os.environ if env is None else env)
+    with _caches_lock:
+        if key not in _caches:
+            _caches[key] = TokenCache(TokenMinter(key[0], key[1], key[2]))
+        return _caches[key]
+
+
+class IapBearerAuth(requests.auth.AuthBase):
+    """Adds `Authorization: Bearer <token>`; on a 401, re-mints once and resends."""
+
+    def __init__(self, cache: TokenCache) -> None:
+        self.cache = cache
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.cache.get()}"
+        request.register_hook("response", self._retry_once_on_401)
+        return request
+
+    def _retry_once_on_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        request = response.request
+        if response.status_code != 401 or request.headers.get("X-IAP-Retry") == "1":
+            return response
+        sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        self.cache.invalidate(sent)
+        retry = request.copy()
+        if getattr(request, "_body_position", None) is not None:
+            rewind_body(retry)
+        retry.headers["Authorization"] = f"Bearer {self.cache.get()}"
+        retry.headers["X-IAP-Retry"] = "1"
+        response.content  # noqa: B018 - release the connection before reusing it
+        response.close()
+        second = response.connection.send(retry, **kwargs)
+        second.history.append(response)
+        second.request = retry
+        return second
+
+
+class IapAuthProvider(RequestAuthProvider):
+    def get_name(self) -> str:
+        return AUTH_NAME
+
+    def get_auth(self) -> IapBearerAuth:
+        os.environ.setdefault(
+            "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE", str(MULTIPART_THRESHOLD_BYTES)
+        )
+        return IapBearerAuth(cache_for())

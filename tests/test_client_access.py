@@ -1,0 +1,416 @@
+"""Client access: `deployer token` from every credential source, and the MLflow plugin that
+keeps long runs authenticated, against local fakes of Google's endpoints and an IAP stand-in."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+import yaml
+from mlflow import MlflowClient
+
+from deployer import jose, mlflow_auth, tokens
+from tests.conftest import REPO, console_script
+from tests.support.cloud_server import running_stack
+from tests.support.google_endpoints.sitecustomize import point_google_auth_at
+from tests.support.google_fakes import WIF_AUDIENCE, GoogleFakes
+from tests.support.iap_proxy import IapProxy
+from tests.support.processes import base_env, free_port, start, wait_healthy
+
+PROJECT = "test-project"
+CLIENT_SA = f"mlflow-log-pusher@{PROJECT}.iam.gserviceaccount.com"
+CI_SA = f"ci-runner@{PROJECT}.iam.gserviceaccount.com"
+ALICE = "alice@example.com"
+SITECUSTOMIZE = REPO / "tests" / "support" / "google_endpoints"
+MALLORY = "mallory@elsewhere.org"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("client")
+    fakes = GoogleFakes(PROJECT)
+    fakes.service_account(CLIENT_SA)
+    fakes.service_account(CI_SA)
+    # What Terraform grants: web_app_users and the CI identity may sign as the client SA.
+    fakes.allow_token_creator(ALICE, CLIENT_SA)
+    fakes.allow_token_creator(CI_SA, CLIENT_SA)
+    with running_stack(root) as (cloud, keys):
+        proxy = IapProxy(
+            "http://unset", keys, fakes, members=[f"serviceAccount:{CLIENT_SA}", f"user:{ALICE}"]
+        )
+        port = free_port()
+        env = cloud.env(port, ALLOWED_HOSTS=f"127.0.0.1:{proxy.server.port}")
+        subprocess.run(
+            [sys.executable, "-m", "deployer.server", "migrate"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        server = start([sys.executable, "-m", "deployer.server"], env, root / "serve.log")
+        proxy.upstream = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(proxy.upstream, server)
+            yield fakes, proxy, root
+        finally:
+            server.stop()
+            proxy.close()
+            fakes.close()
+
+
+def creds_env(root: Path, fakes: GoogleFakes, **extra: str) -> dict[str, str]:
+    """An environment with no Google credentials but those given: no gcloud config, and a
+    metadata server address that refuses at once."""
+    gcloud = root / "gcloud-empty"
+    gcloud.mkdir(exist_ok=True)
+    env = base_env()
+    env.update(
+        {
+            "CLOUDSDK_CONFIG": str(gcloud),
+            "GCE_METADATA_HOST": "127.0.0.1:9",
+            "GCE_METADATA_IP": "127.0.0.1:9",
+            "IAM_CREDENTIALS_ENDPOINT": fakes.url,
+            "DEPLOYER_TEST_GOOGLE_FAKES": fakes.url,
+            "PYTHONPATH": str(SITECUSTOMIZE),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def deployer_token(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [console_script("deployer"), "token", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_user_adc_impersonates_the_client_account(world):
+    fakes, proxy, root = world
+    adc = fakes.user_adc_file(ALICE, root / "alice.json")
+    env = creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(adc))
+    before = fakes.counters.sign_jwt
+    result = deployer_token(env, "--audience", proxy.url, "--impersonate", CLIENT_SA)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert proxy.identify(token) == CLIENT_SA
+    assert fakes.counters.sign_jwt == before + 1
+    assert token not in result.stderr and "your application-default credentials" in result.stderr
+    r = requests.get(
+        f"{proxy.url}/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert r.status_code == 200
+
+
+def test_client_accounts_own_key_file_signs_locally(world):
+    fakes, proxy, root = world
+    key = fakes.key_file(CLIENT_SA, root / "client-key.json")
+    before = fakes.counters.sign_jwt
+    result = deployer_token(
+        creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(key)),
+        "--audience",
+        proxy.url,
+        "--format",
+        "header",
+    )
+    assert result.returncode == 0, result.stderr
+    header = result.stdout.strip()
+    assert header.startswith("Authorization: Bearer ")
+    assert proxy.identify(header.removeprefix("Authorization: Bearer ")) == CLIENT_SA
+    assert fakes.counters.sign_jwt == before  # no IAM call needed
+
+
+def test_other_key_file_signs_through_iam(world):
+    fakes, proxy, root = world
+    key = fakes.key_file(CI_SA, root / "ci-key.json")
+    result = deployer_token(
+        creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(key)),
+        "--audience",
+        proxy.url,
+        "--impersonate",
+        CLIENT_SA,
+        "--format",
+        "env",
+    )
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith("export MLFLOW_TRACKING_TOKEN=")
+    assert proxy.identify(line.split("=", 1)[1]) == CLIENT_SA
+
+
+def test_impersonated_adc_signs_as_its_target(world):
+    fakes, proxy, root = world
+    adc = fakes.impersonated_adc_file(ALICE, CLIENT_SA, root / "impersonated.json")
+    result = deployer_token(
+        creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(adc)), "--audience", proxy.url
+    )
+    assert result.returncode == 0, result.stderr
+    assert proxy.identify(result.stdout.strip()) == CLIENT_SA
+
+
+def test_metadata_server_in_ci(world):
+    fakes, proxy, root = world
+    fakes.metadata_account = CI_SA
+    try:
+        env = creds_env(root, fakes, **fakes.metadata_env())
+        env["MLFLOW_TRACKING_URI"] = proxy.url
+        env[mlflow_auth.ENV_SERVICE_ACCOUNT] = CLIENT_SA
+        result = deployer_token(env)
+    finally:
+        fakes.metadata_account = None
+    assert result.returncode == 0, result.stderr
+    assert proxy.identify(result.stdout.strip()) == CLIENT_SA
+
+
+@pytest.mark.parametrize(
+    ("case", "needles"),
+    [
+        ("no credentials", ["no Google credentials", "gcloud auth application-default login"]),
+        (
+            "not a token creator",
+            ["roles/iam.serviceAccountTokenCreator", CLIENT_SA, "web_app_users"],
+        ),
+        ("user without --impersonate", ["--impersonate", "MLFLOW_IAP_SERVICE_ACCOUNT"]),
+        ("revoked login", ["gcloud auth application-default login"]),
+        ("no server", ["--audience", "MLFLOW_TRACKING_URI"]),
+    ],
+)
+def test_every_failure_is_one_line_with_its_fix(world, case, needles):
+    fakes, proxy, root = world
+    args = ["--audience", proxy.url, "--impersonate", CLIENT_SA]
+    env = creds_env(root, fakes)
+    if case == "not a token creator":
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = str(
+            fakes.user_adc_file(MALLORY, root / "mallory.json")
+        )
+    elif case == "user without --impersonate":
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = str(fakes.user_adc_file(ALICE, root / "a2.json"))
+        args = ["--audience", proxy.url]
+    elif case == "revoked login":
+        adc = fakes.user_adc_file(ALICE, root / "revoked.json")
+        fakes.refresh_tokens.clear()
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = str(adc)
+    elif case == "no server":
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = str(fakes.user_adc_file(ALICE, root / "a3.json"))
+        args = []
+    result = deployer_token(env, *args)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture
+def plugin_env(world, monkeypatch):
+    """This process as a researcher: user ADC, the plugin on, tracking URI = the service."""
+    fakes, proxy, root = world
+    adc = fakes.user_adc_file(ALICE, root / f"alice-{time.time_ns()}.json")
+    for k, v in creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(adc)).items():
+        if k.startswith(("GOOGLE_", "CLOUDSDK_", "IAM_")):
+            monkeypatch.setenv(k, v)
+    point_google_auth_at(fakes.url, monkeypatch.setattr)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", proxy.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_AUTH", mlflow_auth.AUTH_NAME)
+    monkeypatch.setenv(mlflow_auth.ENV_SERVICE_ACCOUNT, CLIENT_SA)
+    mlflow_auth._caches.clear()
+    mlflow.set_tracking_uri(proxy.url)
+    yield fakes, proxy
+    mlflow.set_tracking_uri(None)
+    mlflow_auth._caches.clear()
+
+
+def test_long_run_with_short_tokens_never_sees_a_401(plugin_env, monkeypatch):
+    _, proxy = plugin_env
+    monkeypatch.setenv(mlflow_auth.ENV_LIFETIME, "5")
+    denied_before = sum(v for k, v in proxy.outcomes.items() if not k.startswith("forwarded"))
+    client = MlflowClient()
+    run = client.create_run(client.create_experiment(f"long-{time.time_ns()}"))
+    deadline = time.monotonic() + 20
+    step = 0
+    while time.monotonic() < deadline:
+        client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
+        step += 1
+        time.sleep(0.05)
+    denied = sum(v for k, v in proxy.outcomes.items() if not k.startswith("forwarded"))
+    assert denied == denied_before, proxy.outcomes
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == step
+    cache = mlflow_auth.cache_for()
+    assert cache.minter.lifetime == 5
+    assert 4 <= cache.mints <= 12, cache.mints  # one per ~3.75 s of a 5 s token
+
+
+def test_sixteen_threads_share_one_mint(plugin_env):
+    fakes, _ = plugin_env
+    client = MlflowClient()
+    run = client.create_run(client.create_experiment(f"threads-{time.time_ns()}"))
+    before = fakes.counters.sign_jwt
+    mlflow_auth._caches.clear()
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(16)
+
+    def work(i: int) -> None:
+        try:
+            barrier.wait()
+            for j in range(5):
+                client.log_metric(run.info.run_id, f"m{i}", float(j), step=j)
+        except BaseException as e:  # collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert fakes.counters.sign_jwt - before == 1
+    assert mlflow_auth.cache_for().mints == 1
+
+
+def test_a_refused_token_is_reminted_once(plugin_env):
+    _, proxy = plugin_env
+    cache = mlflow_auth.cache_for()
+    # A token the server will refuse although it looks fresh (say, a revoked key).
+    cache._token = tokens.MintedToken("not.a.token", time.time() + 3000, CLIENT_SA, "test")
+    before = proxy.outcomes.copy()
+    MlflowClient().search_experiments(max_results=1)
+    new = {k: v - before.get(k, 0) for k, v in proxy.outcomes.items() if v != before.get(k, 0)}
+    assert sum(v for k, v in new.items() if k.startswith("invalid token")) == 1
+    assert new.get("forwarded 200") == 1
+    assert cache._token.token != "not.a.token"
+
+
+def test_track_experiment_example_runs_unchanged_through_iap(world):
+    fakes, proxy, root = world
+    adc = fakes.user_adc_file(ALICE, root / "example.json")
+    env = creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(adc))
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": proxy.url,
+            "MLFLOW_TRACKING_AUTH": mlflow_auth.AUTH_NAME,
+            mlflow_auth.ENV_SERVICE_ACCOUNT: CLIENT_SA,
+        }
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "track_experiment.py"),
+            "--epochs",
+            "3",
+            "--model",
+            "iap-model",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "load_model.py"), "--model", "iap-model"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert "prediction" in loaded.stdout
+    assert proxy.identities[CLIENT_SA] > 0
+
+
+def test_env_prints_the_lines_to_paste(world, tmp_path):
+    result = subprocess.run(
+        [
+            console_script("deployer"),
+            "env",
+            "--url",
+            "https://mlflow-abc-uc.a.run.app/",
+            "--service-account",
+            CLIENT_SA,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "export MLFLOW_TRACKING_URI=https://mlflow-abc-uc.a.run.app",
+        "export MLFLOW_TRACKING_AUTH=deployer-iap",
+        f"export MLFLOW_IAP_SERVICE_ACCOUNT={CLIENT_SA}",
+        "export MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE=16777216",
+    ]
+    missing = subprocess.run(
+        [console_script("deployer"), "env", "--local", "--data-dir", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert missing.returncode != 0 and "run `deployer local` first" in missing.stderr
+
+
+def test_tokens_are_rejected_by_the_stand_in_when_forged(world):
+    fakes, proxy, root = world
+    key = fakes.key_file(CLIENT_SA, root / "forge.json")
+    result = deployer_token(
+        creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(key)), "--audience", proxy.url
+    )
+    good = result.stdout.strip()
+    h, _, s = good.split(".")
+    claims = jose.parse(good).claims
+    claims["sub"] = claims["iss"] = CI_SA  # claim to be someone else, keep the signature
+    forged = ".".join([h, jose.b64url_encode(json.dumps(claims).encode()), s])
+    with pytest.raises(jose.TokenError):
+        proxy.identify(forged)
+
+
+def test_github_actions_workload_identity_federation(world):
+    """CI with no key file: GitHub's OIDC token -> STS -> signJwt as the client account."""
+    fakes, proxy, root = world
+    repo = "acme/ml-models"
+    fakes.allow_token_creator(fakes.wif_principal(repo), CLIENT_SA)  # Terraform's binding
+    oidc = root / "github-oidc.jwt"
+    oidc.write_text(fakes.github_oidc_token(repo, WIF_AUDIENCE))
+    creds = fakes.external_account_file(oidc, root / "wif.json")
+    env = creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(creds))
+    env.update({"MLFLOW_TRACKING_URI": proxy.url, mlflow_auth.ENV_SERVICE_ACCOUNT: CLIENT_SA})
+    result = deployer_token(env)
+    assert result.returncode == 0, result.stderr
+    assert proxy.identify(result.stdout.strip()) == CLIENT_SA
+
+    other = root / "other-oidc.jwt"
+    other.write_text(fakes.github_oidc_token("someone/else", WIF_AUDIENCE))
+    env["GOOGLE_APPLICATION_CREDENTIALS"] = str(
+        fakes.external_account_file(other, root / "wif-other.json")
+    )
+    refused = deployer_token(env)
+    assert refused.returncode != 0 and "roles/iam.serviceAccountTokenCreator" in refused.stderr
+
+
+def test_ci_workflow_example_uses_federation_and_the_champion_alias():
+    workflow = yaml.safe_load(
+        (REPO / "examples" / "github-actions" / "load-champion.yml").read_text()
+    )
+    assert workflow["permissions"]["id-token"] == "write"
+    job = workflow["jobs"]["predict"]
+    assert job["env"]["MLFLOW_TRACKING_AUTH"] == mlflow_auth.AUTH_NAME
+    auth = next(
+        s for s in job["steps"] if s.get("uses", "").startswith("google-github-actions/auth@")
+    )
+    assert "workload_identity_provider" in auth["with"]
+    assert "credentials_json" not in auth["with"]  # no key files
+    runs = " ".join(s.get("run", "") for s in job["steps"])
+    assert "examples/load_model.py" in runs and "--alias champion" in runs
