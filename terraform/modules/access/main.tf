@@ -1,0 +1,67 @@
+locals {
+  users       = toset(var.web_app_users)
+  federated   = var.github_repository != ""
+  client      = "serviceAccount:${google_service_account.client.email}"
+  iap_members = setunion(local.users, [local.client])
+}
+
+resource "google_service_account" "client" {
+  project      = var.project_id
+  account_id   = var.client_account_id
+  display_name = "MLflow clients (researchers and CI sign tokens as this account)"
+}
+
+resource "google_iap_web_cloud_run_service_iam_member" "access" {
+  for_each = local.iap_members
+
+  project                = var.project_id
+  location               = var.region
+  cloud_run_service_name = var.service_name
+  role                   = "roles/iap.httpsResourceAccessor"
+  member                 = each.value
+}
+
+# Programs cannot send a person's own token to IAP: the team signs as the client account.
+resource "google_service_account_iam_member" "token_creators" {
+  for_each = local.users
+
+  service_account_id = google_service_account.client.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = each.value
+}
+
+resource "google_iam_workload_identity_pool" "github" {
+  count = local.federated ? 1 : 0
+
+  project                   = var.project_id
+  workload_identity_pool_id = "github"
+  display_name              = "GitHub Actions"
+}
+
+resource "google_iam_workload_identity_pool_provider" "github" {
+  count = local.federated ? 1 : 0
+
+  project                            = var.project_id
+  workload_identity_pool_id          = google_iam_workload_identity_pool.github[0].workload_identity_pool_id
+  workload_identity_pool_provider_id = "github"
+  display_name                       = "GitHub Actions OIDC"
+  attribute_mapping = {
+    "google.subject"       = "assertion.sub"
+    "attribute.repository" = "assertion.repository"
+    "attribute.ref"        = "assertion.ref"
+  }
+  # Only this repository's workflows can exchange their tokens.
+  attribute_condition = "assertion.repository == '${var.github_repository}'"
+
+  oidc {
+    issuer_uri = "https://token.actions.githubusercontent.com"
+  }
+}
+
+resource "google_service_account_iam_member" "github" {
+  count = local.federated ? 1 : 0
+
+  service_account_id = google_service_account.client.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = "principalSet://iam.googleapis.com/${google_iam_workload_identity_pool.github[0].name}/attribute.repository/${var.github_repository}"
+}

@@ -1,0 +1,73 @@
+locals {
+  create_network = var.network_name == ""
+  network_id     = local.create_network ? google_compute_network.this[0].id : data.google_compute_network.existing[0].id
+  network_name   = local.create_network ? google_compute_network.this[0].name : data.google_compute_network.existing[0].name
+  subnetwork = (
+    var.vpc_egress != "direct" ? null :
+    local.create_network ? google_compute_subnetwork.serverless[0].name : var.subnetwork_name
+  )
+}
+
+resource "google_compute_network" "this" {
+  count = local.create_network ? 1 : 0
+
+  project                 = var.project_id
+  name                    = "${var.name_prefix}-network"
+  auto_create_subnetworks = false
+  description             = "Private network for MLflow: Cloud SQL and serverless egress."
+}
+
+data "google_compute_network" "existing" {
+  count = local.create_network ? 0 : 1
+
+  project = var.project_id
+  name    = var.network_name
+}
+
+# Direct VPC egress: Cloud Run instances take addresses from this subnetwork.
+resource "google_compute_subnetwork" "serverless" {
+  count = local.create_network && var.vpc_egress == "direct" ? 1 : 0
+
+  project                  = var.project_id
+  name                     = "${var.name_prefix}-serverless"
+  region                   = var.region
+  network                  = local.network_id
+  ip_cidr_range            = var.subnetwork_cidr
+  private_ip_google_access = true
+
+  log_config {
+    aggregation_interval = "INTERVAL_10_MIN"
+    flow_sampling        = 0.5
+    metadata             = "INCLUDE_ALL_METADATA"
+  }
+}
+
+# Private services access: Cloud SQL gets a private IP in this network and no public one.
+resource "google_compute_global_address" "private_services" {
+  project       = var.project_id
+  name          = "${var.name_prefix}-private-services"
+  purpose       = "VPC_PEERING"
+  address_type  = "INTERNAL"
+  prefix_length = 20
+  network       = local.network_id
+}
+
+resource "google_service_networking_connection" "private_services" {
+  network                 = local.network_id
+  service                 = "servicenetworking.googleapis.com"
+  reserved_peering_ranges = [google_compute_global_address.private_services.name]
+  deletion_policy         = "ABANDON"
+}
+
+resource "google_vpc_access_connector" "this" {
+  count = var.vpc_egress == "connector" ? 1 : 0
+
+  project       = var.project_id
+  name          = substr("${var.name_prefix}-conn", 0, 25)
+  region        = var.region
+  network       = local.network_name
+  ip_cidr_range = var.connector_cidr
+  machine_type  = "e2-micro"
+  min_instances = 2
+  max_instances = 3
+}

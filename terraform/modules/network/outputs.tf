@@ -1,0 +1,24 @@
+output "network_id" {
+  description = "The VPC network's id (projects/P/global/networks/N)."
+  value       = local.network_id
+}
+
+output "network_name" {
+  description = "The VPC network's name."
+  value       = local.network_name
+}
+
+output "connector_id" {
+  description = "The serverless VPC connector's id, or null with Direct VPC egress."
+  value       = var.vpc_egress == "connector" ? google_vpc_access_connector.this[0].id : null
+}
+
+output "subnetwork" {
+  description = "The subnetwork Cloud Run joins with Direct VPC egress, or null with a connector."
+  value       = local.subnetwork
+}
+
+output "private_services_connection" {
+  description = "The private services connection Cloud SQL depends on."
+  value       = google_service_networking_connection.private_services.id
+}

@@ -1,0 +1,136 @@
+variable "project_id" {
+  type        = string
+  description = "The GCP project."
+}
+
+variable "project_number" {
+  type        = string
+  description = "The project's number (for the IAP audience, the IAP service agent and the deterministic URL)."
+  validation {
+    condition     = can(regex("^[0-9]+$", var.project_number))
+    error_message = "project_number must be digits."
+  }
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the Cloud Run service and job."
+}
+
+variable "service_name" {
+  type        = string
+  description = "Name of the Cloud Run service; the migration job is SERVICE_NAME-migrate."
+}
+
+variable "image" {
+  type        = string
+  description = "The server image, REGION-docker.pkg.dev/PROJECT/REPO/mlflow-server:TAG (or @sha256:…)."
+  validation {
+    condition     = can(regex("^[a-z0-9.-]+(:[0-9]+)?/[^\\s:@]+(:[A-Za-z0-9_.-]+|@sha256:[0-9a-f]{64})$", var.image))
+    error_message = "image must be a full image reference with a tag or digest."
+  }
+}
+
+variable "database" {
+  type = object({
+    engine             = string
+    connection_name    = string
+    database_name      = string
+    user_name          = string
+    password_secret_id = string
+    max_connections    = number
+  })
+  description = "The Cloud SQL database the server uses (outputs of the database module)."
+}
+
+variable "bucket_name" {
+  type        = string
+  description = "The artifact bucket."
+}
+
+variable "vpc_egress" {
+  type        = string
+  description = "\"connector\" or \"direct\" (see the network module)."
+  validation {
+    condition     = contains(["connector", "direct"], var.vpc_egress)
+    error_message = "vpc_egress must be \"connector\" or \"direct\"."
+  }
+}
+
+variable "connector_id" {
+  type        = string
+  description = "The serverless VPC connector, with vpc_egress = \"connector\"."
+  default     = null
+}
+
+variable "network_name" {
+  type        = string
+  description = "The VPC network, with vpc_egress = \"direct\"."
+  default     = null
+}
+
+variable "subnetwork" {
+  type        = string
+  description = "The subnetwork, with vpc_egress = \"direct\"."
+  default     = null
+}
+
+variable "min_instances" {
+  type        = number
+  description = "Instances kept warm; 0 scales to zero when idle (no cost, a few seconds of cold start)."
+  default     = 0
+}
+
+variable "max_instances" {
+  type        = number
+  description = "Upper bound on instances; with workers it must fit the database's connection cap."
+  default     = 1
+}
+
+variable "workers" {
+  type        = number
+  description = "Server worker processes per instance."
+  default     = 2
+}
+
+variable "threads" {
+  type        = number
+  description = "Threads per worker process."
+  default     = 4
+}
+
+variable "reserved_connections" {
+  type        = number
+  description = "Database connections kept free for the migration job and administrators."
+  default     = 5
+}
+
+variable "cpu" {
+  type        = string
+  description = "vCPUs per instance."
+  default     = "1"
+}
+
+variable "memory" {
+  type        = string
+  description = "Memory per instance."
+  default     = "1Gi"
+}
+
+variable "custom_domain" {
+  type        = string
+  description = "An extra host name the server answers to (empty for none)."
+  default     = ""
+}
+
+variable "deletion_protection" {
+  type        = bool
+  description = "Protect the service from deletion."
+  default     = true
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Labels for the service, job and revisions."
+  default     = {}
+}
