@@ -1,4 +1,6 @@
+# trivy:ignore:AVD-GCP-0066 Google-managed encryption: a customer-managed KMS key adds cost and key operations a small team does not need; access is IAM-only and private
 resource "google_storage_bucket" "artifacts" {
+  #checkov:skip=CKV_GCP_62:every object access goes through the MLflow server, whose request log Cloud Run keeps; a second bucket for access logs would double the storage to manage
   project                     = var.project_id
   name                        = var.bucket_name
   location                    = var.location

@@ -6,6 +6,22 @@ locals {
   max_connections = lookup({ "db-f1-micro" = 25, "db-g1-small" = 50 }, var.tier, 100)
   user            = "mlflow"
   database        = "mlflow"
+  # Audit-friendly logging on PostgreSQL; on MySQL, no local files and no database listing.
+  postgres_flags = tomap({
+    log_checkpoints            = "on"
+    log_connections            = "on"
+    log_disconnections         = "on"
+    log_hostname               = "on"
+    log_lock_waits             = "on"
+    log_min_messages           = "error"
+    log_min_error_statement    = "error"
+    log_min_duration_statement = "-1"
+    log_statement              = "ddl"
+    log_temp_files             = "0"
+    "cloudsql.enable_pgaudit"  = "on"
+  })
+  mysql_flags    = tomap({ local_infile = "off", skip_show_database = "on" })
+  database_flags = local.postgres ? local.postgres_flags : local.mysql_flags
 }
 
 resource "random_id" "instance_suffix" {
@@ -19,7 +35,20 @@ resource "random_password" "db" {
   override_special = "@:/?#%&!-_=+"
 }
 
+# trivy:ignore:AVD-GCP-0014 PostgreSQL's audit logging flags are set through the per-engine dynamic block above (local.postgres_flags), which the scanner cannot evaluate; tests/terraform/database.tftest.hcl asserts them
+# trivy:ignore:AVD-GCP-0016 PostgreSQL's audit logging flags are set through the per-engine dynamic block above (local.postgres_flags), which the scanner cannot evaluate; tests/terraform/database.tftest.hcl asserts them
+# trivy:ignore:AVD-GCP-0020 PostgreSQL's audit logging flags are set through the per-engine dynamic block above (local.postgres_flags), which the scanner cannot evaluate; tests/terraform/database.tftest.hcl asserts them
+# trivy:ignore:AVD-GCP-0022 PostgreSQL's audit logging flags are set through the per-engine dynamic block above (local.postgres_flags), which the scanner cannot evaluate; tests/terraform/database.tftest.hcl asserts them
+# trivy:ignore:AVD-GCP-0025 PostgreSQL's audit logging flags are set through the per-engine dynamic block above (local.postgres_flags), which the scanner cannot evaluate; tests/terraform/database.tftest.hcl asserts them
 resource "google_sql_database_instance" "this" {
+  #checkov:skip=CKV_GCP_51:PostgreSQL's audit logging flags are set through the per-engine dynamic block above (local.postgres_flags), which the scanner cannot evaluate; tests/terraform/database.tftest.hcl asserts them
+  #checkov:skip=CKV_GCP_52:PostgreSQL's audit logging flags are set through the per-engine dynamic block above (local.postgres_flags), which the scanner cannot evaluate; tests/terraform/database.tftest.hcl asserts them
+  #checkov:skip=CKV_GCP_53:PostgreSQL's audit logging flags are set through the per-engine dynamic block above (local.postgres_flags), which the scanner cannot evaluate; tests/terraform/database.tftest.hcl asserts them
+  #checkov:skip=CKV_GCP_54:PostgreSQL's audit logging flags are set through the per-engine dynamic block above (local.postgres_flags), which the scanner cannot evaluate; tests/terraform/database.tftest.hcl asserts them
+  #checkov:skip=CKV_GCP_108:PostgreSQL's audit logging flags are set through the per-engine dynamic block above (local.postgres_flags), which the scanner cannot evaluate; tests/terraform/database.tftest.hcl asserts them
+  #checkov:skip=CKV_GCP_109:PostgreSQL's audit logging flags are set through the per-engine dynamic block above (local.postgres_flags), which the scanner cannot evaluate; tests/terraform/database.tftest.hcl asserts them
+  #checkov:skip=CKV_GCP_110:PostgreSQL's audit logging flags are set through the per-engine dynamic block above (local.postgres_flags), which the scanner cannot evaluate; tests/terraform/database.tftest.hcl asserts them
+  #checkov:skip=CKV_GCP_111:PostgreSQL's audit logging flags are set through the per-engine dynamic block above (local.postgres_flags), which the scanner cannot evaluate; tests/terraform/database.tftest.hcl asserts them
   project = var.project_id
   # Names of deleted instances stay reserved for a week: a suffix lets a re-create proceed.
   name                = "${var.name_prefix}-db-${random_id.instance_suffix.hex}"
@@ -40,7 +69,7 @@ resource "google_sql_database_instance" "this" {
     ip_configuration {
       ipv4_enabled                                  = false
       private_network                               = var.network_id
-      ssl_mode                                      = "ENCRYPTED_ONLY"
+      ssl_mode                                      = "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"
       enable_private_path_for_google_cloud_services = true
     }
 
@@ -56,16 +85,7 @@ resource "google_sql_database_instance" "this" {
     }
 
     dynamic "database_flags" {
-      for_each = local.postgres ? {
-        log_checkpoints            = "on"
-        log_connections            = "on"
-        log_disconnections         = "on"
-        log_lock_waits             = "on"
-        log_min_error_statement    = "error"
-        log_min_duration_statement = "-1"
-        log_temp_files             = "0"
-        "cloudsql.enable_pgaudit"  = "on"
-      } : { local_infile = "off", skip_show_database = "on" }
+      for_each = local.database_flags
       content {
         name  = database_flags.key
         value = database_flags.value

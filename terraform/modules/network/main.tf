@@ -17,6 +17,28 @@ resource "google_compute_network" "this" {
   description             = "Private network for MLflow: Cloud SQL and serverless egress."
 }
 
+# A network of our own admits nothing from outside: Cloud SQL is reached by egress only.
+resource "google_compute_firewall" "deny_ingress" {
+  count = local.create_network ? 1 : 0
+
+  project     = var.project_id
+  name        = "${var.name_prefix}-deny-ingress"
+  network     = google_compute_network.this[0].id
+  direction   = "INGRESS"
+  priority    = 65534
+  description = "Deny all ingress; Google-managed rules for the VPC connector take precedence."
+
+  deny {
+    protocol = "all"
+  }
+
+  source_ranges = ["0.0.0.0/0"]
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
 data "google_compute_network" "existing" {
   count = local.create_network ? 0 : 1
 
