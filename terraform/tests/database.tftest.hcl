@@ -1,0 +1,123 @@
+mock_provider "google" {
+  source = "./tests"
+}
+
+mock_provider "random" {}
+
+variables {
+  project_id  = "acme-ml"
+  region      = "europe-west1"
+  name_prefix = "mlflow"
+  network_id  = "projects/acme-ml/global/networks/mlflow-network"
+  labels      = { app = "mlflow" }
+}
+
+run "postgres_16_on_the_small_tier_uses_the_enterprise_edition" {
+  command = apply
+  module {
+    source = "./modules/database"
+  }
+  assert {
+    condition     = google_sql_database_instance.this.database_version == "POSTGRES_16"
+    error_message = "PostgreSQL 16 is the default"
+  }
+  assert {
+    condition     = google_sql_database_instance.this.settings[0].edition == "ENTERPRISE" && output.edition == "ENTERPRISE"
+    error_message = "db-f1-micro needs the ENTERPRISE edition (PG16 defaults to ENTERPRISE_PLUS)"
+  }
+  assert {
+    condition     = google_sql_database_instance.this.settings[0].ip_configuration[0].ipv4_enabled == false
+    error_message = "the database must have no public IP"
+  }
+  assert {
+    condition     = google_sql_database_instance.this.settings[0].ip_configuration[0].ssl_mode == "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"
+    error_message = "TLS must be required"
+  }
+  assert {
+    condition = (
+      google_sql_database_instance.this.settings[0].backup_configuration[0].enabled &&
+      google_sql_database_instance.this.settings[0].backup_configuration[0].point_in_time_recovery_enabled
+    )
+    error_message = "backups and point-in-time recovery must be on"
+  }
+  assert {
+    condition     = google_sql_database_instance.this.deletion_protection && google_sql_database_instance.this.settings[0].deletion_protection_enabled
+    error_message = "deletion protection must be on by default, in Terraform and in the API"
+  }
+  assert {
+    condition = alltrue([for f in ["log_connections", "log_disconnections", "log_checkpoints", "log_lock_waits", "log_hostname", "cloudsql.enable_pgaudit"] :
+    contains([for d in google_sql_database_instance.this.settings[0].database_flags : d.name if d.value == "on"], f)])
+    error_message = "PostgreSQL audit logging flags must be on"
+  }
+  assert {
+    condition     = output.max_connections == 25 && output.engine == "postgresql"
+    error_message = "db-f1-micro allows 25 connections"
+  }
+  assert {
+    condition     = alltrue([for c in split("", "@:/?#%&") : strcontains(random_password.db.override_special, c)])
+    error_message = "the generated password may hold URI-breaking characters (the server escapes them)"
+  }
+  assert {
+    condition     = google_secret_manager_secret_version.db_password.secret_data == random_password.db.result && google_sql_user.mlflow.password == random_password.db.result
+    error_message = "the password goes to the user and to Secret Manager"
+  }
+}
+
+run "mysql_8_is_selectable" {
+  command = apply
+  module {
+    source = "./modules/database"
+  }
+  variables {
+    engine = "mysql"
+    tier   = "db-g1-small"
+  }
+  assert {
+    condition     = google_sql_database_instance.this.database_version == "MYSQL_8_0" && output.engine == "mysql"
+    error_message = "MySQL 8.0 expected"
+  }
+  assert {
+    condition     = google_sql_database_instance.this.settings[0].backup_configuration[0].binary_log_enabled
+    error_message = "MySQL point-in-time recovery needs binary logs"
+  }
+  assert {
+    condition     = output.max_connections == 50
+    error_message = "db-g1-small allows 50 connections"
+  }
+}
+
+run "performance_tiers_use_enterprise_plus" {
+  command = apply
+  module {
+    source = "./modules/database"
+  }
+  variables {
+    tier = "db-perf-optimized-N-2"
+  }
+  assert {
+    condition     = google_sql_database_instance.this.settings[0].edition == "ENTERPRISE_PLUS"
+    error_message = "db-perf-optimized tiers need ENTERPRISE_PLUS"
+  }
+}
+
+run "unknown_tiers_are_refused" {
+  command = plan
+  module {
+    source = "./modules/database"
+  }
+  variables {
+    tier = "db-n1-standard-1"
+  }
+  expect_failures = [var.tier]
+}
+
+run "unknown_engines_are_refused" {
+  command = plan
+  module {
+    source = "./modules/database"
+  }
+  variables {
+    engine = "oracle"
+  }
+  expect_failures = [var.engine]
+}

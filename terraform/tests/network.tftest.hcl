@@ -1,0 +1,108 @@
+mock_provider "google" {
+  source = "./tests"
+}
+
+variables {
+  project_id  = "acme-ml"
+  region      = "europe-west1"
+  name_prefix = "mlflow"
+}
+
+run "connector_is_the_default_choice_in_a_new_network" {
+  command = apply
+  module {
+    source = "./modules/network"
+  }
+  variables {
+    vpc_egress = "connector"
+  }
+  assert {
+    condition     = length(google_vpc_access_connector.this) == 1 && google_vpc_access_connector.this[0].ip_cidr_range == "10.8.1.0/28"
+    error_message = "a serverless VPC connector on the /28 range is expected"
+  }
+  assert {
+    condition     = google_vpc_access_connector.this[0].machine_type == "e2-micro" && google_vpc_access_connector.this[0].min_instances == 2
+    error_message = "the connector should be the cheapest shape: 2 x e2-micro"
+  }
+  assert {
+    condition     = length(google_compute_network.this) == 1 && length(google_compute_subnetwork.serverless) == 0
+    error_message = "a new network without a Direct VPC egress subnetwork is expected"
+  }
+  assert {
+    condition     = output.subnetwork == null && output.connector_id != null
+    error_message = "connector egress exposes the connector and no subnetwork"
+  }
+  assert {
+    condition     = google_compute_global_address.private_services.purpose == "VPC_PEERING"
+    error_message = "Cloud SQL needs a private services range"
+  }
+  assert {
+    condition     = length(google_compute_firewall.deny_ingress) == 1
+    error_message = "a network we create must deny ingress"
+  }
+}
+
+run "direct_egress_has_no_standing_instances" {
+  command = apply
+  module {
+    source = "./modules/network"
+  }
+  variables {
+    vpc_egress = "direct"
+  }
+  assert {
+    condition     = length(google_vpc_access_connector.this) == 0
+    error_message = "Direct VPC egress must not create a connector"
+  }
+  assert {
+    condition     = length(google_compute_subnetwork.serverless) == 1 && output.subnetwork == "mlflow-serverless"
+    error_message = "Direct VPC egress needs the serverless subnetwork"
+  }
+  assert {
+    condition     = output.connector_id == null
+    error_message = "no connector id with direct egress"
+  }
+}
+
+run "an_existing_network_is_reused_not_created" {
+  command = apply
+  module {
+    source = "./modules/network"
+  }
+  variables {
+    vpc_egress      = "direct"
+    network_name    = "shared-vpc"
+    subnetwork_name = "team-subnet"
+  }
+  assert {
+    condition     = length(google_compute_network.this) == 0 && length(google_compute_firewall.deny_ingress) == 0
+    error_message = "an existing network must not be created or changed"
+  }
+  assert {
+    condition     = output.network_name == "shared-vpc" && output.subnetwork == "team-subnet"
+    error_message = "the existing network and subnetwork are used"
+  }
+}
+
+run "connector_range_must_be_a_slash_28" {
+  command = plan
+  module {
+    source = "./modules/network"
+  }
+  variables {
+    vpc_egress     = "connector"
+    connector_cidr = "10.8.0.0/24"
+  }
+  expect_failures = [var.connector_cidr]
+}
+
+run "egress_mode_is_one_of_two" {
+  command = plan
+  module {
+    source = "./modules/network"
+  }
+  variables {
+    vpc_egress = "vpn"
+  }
+  expect_failures = [var.vpc_egress]
+}

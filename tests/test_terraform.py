@@ -1,0 +1,247 @@
+"""terraform/ proven offline (tests/terraform/tfcheck.py), and each check shown to catch a
+deliberately broken copy. Also the static contracts between terraform/ and the server."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import hcl2
+import pytest
+
+from deployer.server.settings import Env
+from tests.conftest import REPO
+from tests.terraform import tfcheck
+
+TF = REPO / "terraform"
+
+
+@pytest.fixture(scope="module")
+def providers(tmp_path_factory):
+    return tfcheck.StandInProviders(tmp_path_factory.mktemp("providers"))
+
+
+@pytest.fixture
+def broken(tmp_path):
+    """A copy of terraform/ to break, and a helper that edits one file of it."""
+    copy = tfcheck._copy(TF, tmp_path / "terraform")
+
+    def edit(relative: str, old: str, new: str) -> Path:
+        path = copy / relative
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {relative}"
+        path.write_text(text.replace(old, new, 1))
+        return copy
+
+    return copy, edit
+
+
+def test_every_check_passes_on_our_terraform():
+    lines: list[str] = []
+    results = tfcheck.run_all(TF, echo=lines.append)
+    failures = [f"{r.name}: {r.detail}" for r in results if not r.ok]
+    assert failures == [], "\n".join(lines)
+    names = {r.name for r in results}
+    assert {"fmt", "schema", "terraform test", "checkov", "trivy", "validate root"} <= names
+    assert len([n for n in names if n.startswith("validate modules/")]) == 7
+    tests = next(r for r in results if r.name == "terraform test")
+    assert tests.passed >= 30
+
+
+def test_fmt_catches_a_misformatted_file(broken):
+    copy, edit = broken
+    edit("modules/registry/main.tf", '  format        = "DOCKER"', 'format="DOCKER"')
+    result = tfcheck.check_fmt(copy)
+    assert not result.ok and "modules/registry/main.tf" in result.detail
+
+
+def test_validate_catches_a_misspelled_argument(broken, providers):
+    copy, edit = broken
+    edit("modules/service/main.tf", "  iap_enabled         = true", "  iap_enable          = true")
+    results = {r.name: r for r in tfcheck.check_validate(copy, providers)}
+    bad = results["validate modules/service"]
+    assert not bad.ok and "Unsupported argument" in bad.detail and "main.tf line" in bad.detail
+    assert results["validate modules/network"].ok
+
+
+def test_validate_catches_a_missing_required_block_and_argument(broken, providers):
+    copy, edit = broken
+    edit(
+        "modules/artifacts/main.tf",
+        """    action {
+      type = "Delete"
+    }""",
+        "",
+    )
+    edit(
+        "modules/database/main.tf",
+        '  database_version    = local.postgres ? "POSTGRES_16" : "MYSQL_8_0"\n',
+        "",
+    )
+    results = {r.name: r for r in tfcheck.check_validate(copy, providers)}
+    assert "Insufficient action blocks" in results["validate modules/artifacts"].detail
+    assert "Missing required argument" in results["validate modules/database"].detail
+
+
+def test_validate_catches_a_wrong_type_and_a_removed_resource_type(broken, providers):
+    copy, edit = broken
+    edit(
+        "modules/artifacts/main.tf",
+        "uniform_bucket_level_access = true",
+        'uniform_bucket_level_access = "yes please"',
+    )
+    # google_iap_brand was removed in provider 8.0 (the OAuth admin API shut down).
+    edit(
+        "modules/access/main.tf",
+        'resource "google_service_account" "client" {',
+        'resource "google_iap_brand" "old" {\n  support_email = "a@b.c"\n'
+        '  application_title = "x"\n}\n\nresource "google_service_account" "client" {',
+    )
+    results = {r.name: r for r in tfcheck.check_validate(copy, providers)}
+    assert "Incorrect attribute value type" in results["validate modules/artifacts"].detail
+    assert "Invalid resource type" in results["validate modules/access"].detail
+
+
+def test_terraform_test_catches_a_failing_assertion(broken, providers):
+    copy, edit = broken
+    edit(
+        "modules/service/main.tf",
+        "        cpu_idle          = true",
+        "        cpu_idle          = false",
+    )
+    result = tfcheck.check_tests(copy, providers)
+    assert not result.ok and "iap_is_on_and_the_server_scales_to_zero" in result.detail
+
+
+def test_terraform_test_catches_a_validation_that_stopped_rejecting(broken, providers):
+    copy, edit = broken
+    edit(
+        "variables.tf",
+        'condition     = contains(["postgresql", "mysql"], var.db_engine)',
+        "condition     = length(var.db_engine) > 0",
+    )
+    edit(
+        "tests/root.tftest.hcl",
+        'run "tier_format" {',
+        'run "engine_format" {\n'
+        '  command         = plan\n  variables { db_engine = "oracle" }\n'
+        '  expect_failures = [var.db_engine]\n}\n\nrun "tier_format" {',
+    )
+    result = tfcheck.check_tests(copy, providers)
+    assert not result.ok and "engine_format" in result.detail
+
+
+def test_scanners_catch_an_insecure_setting(broken):
+    copy, edit = broken
+    edit(
+        "modules/artifacts/main.tf",
+        "uniform_bucket_level_access = true",
+        "uniform_bucket_level_access = false",
+    )
+    checkov = tfcheck.check_checkov(copy)
+    trivy = tfcheck.check_trivy(copy)
+    assert not checkov.ok and "google_storage_bucket" in checkov.detail
+    assert not trivy.ok and "AVD-GCP" in trivy.detail
+
+
+def test_schema_version_must_match_versions_tf(broken):
+    copy, edit = broken
+    edit("versions.tf", 'version = ">= 8.7.0, < 9.0.0"', 'version = ">= 9.0.0"')
+    result = tfcheck.check_schema_versions(copy)
+    assert not result.ok and "google 8.7.0" in result.detail
+
+
+# ----- static contracts -----------------------------------------------------------------------
+
+
+def _unquote(node):
+    """python-hcl2 8 keeps the quotes of block labels ('"google_x"'); drop them."""
+    if isinstance(node, dict):
+        return {k.strip('"') if isinstance(k, str) else k: _unquote(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unquote(v) for v in node]
+    if isinstance(node, str) and len(node) >= 2 and node[0] == node[-1] == '"':
+        return node[1:-1]
+    return node
+
+
+def _load(path: Path) -> dict:
+    with path.open() as f:
+        return _unquote(hcl2.load(f))
+
+
+def _resources(kind: str) -> list[tuple[Path, str, dict]]:
+    found = []
+    for path in TF.rglob("*.tf"):
+        for block in _load(path).get("resource", []):
+            for rtype, named in block.items():
+                if rtype == kind:
+                    for name, body in named.items():
+                        found.append((path, name, body))
+    return found
+
+
+def test_server_env_names_come_from_the_settings_contract():
+    doc = _load(TF / "modules" / "service" / "main.tf")
+    env_keys = set(next(loc["env"] for loc in doc["locals"] if "env" in loc))
+    known = {e.value for e in Env} | {"GOOGLE_CLOUD_PROJECT"}
+    assert env_keys - known == set(), "Terraform sets variables the server does not read"
+    text = (TF / "modules" / "service" / "main.tf").read_text()
+    assert text.count('name = "DB_PASSWORD"') == 2  # service and job, from Secret Manager
+    for required in (
+        Env.AUTH_MODE,
+        Env.IAP_AUDIENCE,
+        Env.DB_USER,
+        Env.DB_NAME,
+        Env.CLOUD_SQL_CONNECTION_NAME,
+        Env.ARTIFACTS_DESTINATION,
+        Env.ALLOWED_HOSTS,
+        Env.SIGNING_SERVICE_ACCOUNT,
+        Env.DB_MAX_CONNECTIONS,
+        Env.MAX_INSTANCES,
+    ):
+        assert required.value in env_keys
+
+
+def test_nothing_project_wide_but_cloud_sql_client():
+    grants = _resources("google_project_iam_member") + _resources("google_project_iam_binding")
+    assert [(body["role"]) for _, _, body in grants] == ["roles/cloudsql.client"]
+    assert _resources("google_project_iam_policy") == []
+
+
+def test_no_iap_oauth_brands_and_no_key_files():
+    for kind in ("google_iap_brand", "google_iap_client", "google_service_account_key"):
+        assert _resources(kind) == [], kind
+
+
+def test_region_is_never_hard_coded():
+    pattern = re.compile(
+        r'"(us|europe|asia|australia|northamerica|southamerica|me|africa)-'
+        r'[a-z]+[0-9]+"'
+    )
+    offenders = [str(p.relative_to(TF)) for p in TF.rglob("*.tf") if pattern.search(p.read_text())]
+    assert offenders == []
+
+
+def test_every_variable_is_typed_and_described():
+    for path in TF.rglob("variables.tf"):
+        for block in _load(path).get("variable", []):
+            for name, body in block.items():
+                assert "type" in body, f"{path}: {name} has no type"
+                assert body.get("description"), f"{path}: {name} has no description"
+
+
+def test_every_module_has_the_four_files():
+    for module in (TF / "modules").iterdir():
+        for name in ("versions.tf", "variables.tf", "main.tf", "outputs.tf"):
+            assert (module / name).exists(), f"{module.name} lacks {name}"
+
+
+def test_tf_check_cli_ends_with_the_plain_count_line(tmp_path, capsys):
+    copy = shutil.copytree(TF, tmp_path / "tf")
+    (copy / "tests").rename(tmp_path / "no-tests")  # keep this run short
+    code = tfcheck.main(["tfcheck", str(copy)])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0, out
+    assert re.fullmatch(r"tf-check: \d+ passed, 0 failed", out[-1])
