@@ -12,7 +12,7 @@ TF_VENV := .venv-tf
 SCANNERS_VENV := .venv-scanners
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test local test test-long lint format lock tf-tools tf-check \
+.PHONY: help install install-test local test test-long lint format lock tf-tools tf-check docs tf-schema \
         one-click-mlflow deploy docker apply destroy
 
 help: ## List the targets
@@ -66,6 +66,9 @@ lint: $(BIN)/.installed-test ## ruff check and format check
 format: $(BIN)/.installed-test
 	$(BIN)/ruff format deployer tests examples
 	$(BIN)/ruff check --fix deployer tests examples
+
+docs: ## Regenerate the README's table of Terraform variables
+	$(BIN)/python tests/terraform/docs.py
 
 tf-schema: ## Re-extract the google/random provider schemas tf-check serves (needs PyPI)
 	rm -rf .venv-schema && $(PYTHON) -m venv .venv-schema

@@ -245,3 +245,12 @@ def test_tf_check_cli_ends_with_the_plain_count_line(tmp_path, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0, out
     assert re.fullmatch(r"tf-check: \d+ passed, 0 failed", out[-1])
+
+
+def test_readme_documents_every_variable_as_generated():
+    from tests.terraform import docs
+
+    readme = (REPO / "README.md").read_text()
+    assert docs.render(readme) == readme, "README.md's variable table is stale: run `make docs`"
+    for var in docs.variables(TF / "variables.tf"):
+        assert f"| `{var['name']}` |" in readme
