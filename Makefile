@@ -84,5 +84,21 @@ lock: ## Re-pin constraints.txt from a fresh install of pyproject.toml
 	  echo "# Regenerate with: make lock"; .venv-lock/bin/pip freeze --exclude-editable; } > constraints.txt
 	rm -rf .venv-lock
 
-one-click-mlflow deploy docker apply destroy:
-	@echo "make $@: not implemented yet" >&2; exit 2
+VARS ?= vars
+
+one-click-mlflow: $(BIN)/.installed ## Zero to a private MLflow URL: init (if no vars file), check, deploy
+	@test -f $(VARS) || $(BIN)/deployer init --vars $(VARS)
+	$(BIN)/deployer check --vars $(VARS)
+	$(BIN)/deployer deploy --vars $(VARS)
+
+deploy: $(BIN)/.installed ## Build, apply, migrate and wait for health (resumable)
+	$(BIN)/deployer deploy --vars $(VARS)
+
+docker: $(BIN)/.installed ## Build and push the server image (Cloud Build; content-hash tag)
+	$(BIN)/deployer build --vars $(VARS)
+
+apply: $(BIN)/.installed ## terraform plan + apply of the stack for $(VARS)
+	$(BIN)/deployer apply --vars $(VARS)
+
+destroy: $(BIN)/.installed ## Take the stack down (keeps database and artifacts; see deployer destroy --help)
+	$(BIN)/deployer destroy --vars $(VARS)

@@ -183,6 +183,281 @@ def env_cmd(
     click.echo("\n".join(lines))
 
 
+# ----- the owner's commands ---------------------------------------------------------------
+
+VARS_OPTION = click.option(
+    "--vars",
+    "vars_path",
+    default="vars",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The vars file of the environment (vars.staging, vars.prod, ... each their own state).",
+)
+DRY_RUN_OPTION = click.option(
+    "--dry-run", is_flag=True, help="Print the commands that would change anything; run none."
+)
+
+
+def _settings(vars_path: Path):
+    from deployer import vars as vars_file
+
+    try:
+        settings = vars_file.load(vars_path)
+    except vars_file.VarsError as e:
+        _fail(str(e))
+    if settings.problems:
+        for problem in settings.problems:
+            click.echo(problem.render(vars_path), err=True)
+        _fail(
+            f"{len(settings.problems)} problem(s) in {vars_path}: fix them and run again "
+            "(nothing was changed)"
+        )
+    return settings
+
+
+def _runner(dry_run: bool):
+    from deployer.runner import Runner
+
+    return Runner(dry_run=dry_run, echo=click.echo)
+
+
+def _guard(fn, *args, **kwargs):
+    from deployer.deploy import DeployError
+    from deployer.runner import ToolError
+
+    try:
+        return fn(*args, **kwargs)
+    except (ToolError, DeployError) as e:
+        _fail(str(e))
+
+
+@cli.command("init")
+@click.option(
+    "--vars",
+    "vars_path",
+    default="vars",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The vars file to write.",
+)
+@click.option(
+    "--set",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting, repeatable (web_app_users takes a comma-separated list).",
+)
+@click.option("--non-interactive", is_flag=True, help="Ask nothing: flags and defaults only.")
+@click.option("--force", is_flag=True, help="Overwrite an existing vars file.")
+def init_cmd(vars_path: Path, pairs: tuple[str, ...], non_interactive: bool, force: bool) -> None:
+    """Write a vars file, asking for each important setting (with defaults)."""
+    from deployer import vars as vars_file
+
+    if vars_path.exists() and not force:
+        _fail(
+            f"{vars_path} exists: edit it, pass --force to overwrite, or --vars for another "
+            "environment"
+        )
+    values = {f.name: f.default for f in vars_file.FIELDS}
+    hint = vars_file.environment_from_path(vars_path)
+    if hint:
+        values["environment"] = hint
+    given: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or key not in vars_file.BY_NAME:
+            _fail(f"--set {pair!r}: use KEY=VALUE with a setting from vars.example")
+        given[key] = vars_file.coerce(key, raw)
+    values.update(given)
+    for f in vars_file.FIELDS:
+        if f.name in given or non_interactive or not (f.prompt or f.required):
+            continue
+        while True:
+            shown = values[f.name]
+            if isinstance(shown, list):
+                shown = ",".join(shown)
+            raw = click.prompt(
+                f"{f.name} ({f.help})",
+                default=shown if shown is not None else None,
+                show_default=shown not in (None, ""),
+            )
+            value = vars_file.coerce(f.name, str(raw))
+            message = f.check(value)
+            if message is None:
+                values[f.name] = value
+                break
+            click.echo(f"  {value!r} {message}", err=True)
+    text = vars_file.render(values)
+    settings = vars_file.parse(text, vars_path, hint)
+    if settings.problems:
+        for problem in settings.problems:
+            click.echo(problem.render(vars_path), err=True)
+        _fail(f"not written: {len(settings.problems)} problem(s); pass them with --set")
+    vars_path.write_text(text)
+    click.echo(f"Wrote {vars_path}. Next: deployer check --vars {vars_path}")
+
+
+@cli.command("validate")
+@VARS_OPTION
+def validate_cmd(vars_path: Path) -> None:
+    """Check the vars file against every rule; list all problems at once."""
+    settings = _settings(vars_path)
+    click.echo(
+        f"{vars_path}: ok (environment {settings.environment}, project "
+        f"{settings['project_id']}, region {settings['region']})"
+    )
+
+
+@cli.command("check")
+@VARS_OPTION
+def check_cmd(vars_path: Path) -> None:
+    """Preflight: tools, credentials, project, billing, permissions, APIs."""
+    from deployer import preflight
+
+    settings = _settings(vars_path)
+    results = preflight.run_checks(settings, _runner(False))
+    for result in results:
+        click.echo(result.line())
+    failed = [r for r in results if not r.ok]
+    if failed:
+        _fail(f"{len(failed)} check(s) failed: fix them, then run `deployer check` again")
+    click.echo("Ready to deploy: deployer deploy --vars " + str(vars_path))
+
+
+@cli.command("build")
+@VARS_OPTION
+@DRY_RUN_OPTION
+@click.option(
+    "--local-docker", is_flag=True, help="Build with local Docker instead of Cloud Build."
+)
+def build_cmd(vars_path: Path, dry_run: bool, local_docker: bool) -> None:
+    """Build the server image (tagged by content) and push it to the stack's registry."""
+    from deployer import image_build
+
+    settings = _settings(vars_path)
+    image = image_build.image_reference(settings["project_id"], settings["region"])
+    _guard(
+        image_build.build,
+        _runner(dry_run),
+        image,
+        settings["project_id"],
+        settings["region"],
+        local_docker,
+    )
+    click.echo(image)
+
+
+@cli.command("apply")
+@VARS_OPTION
+@DRY_RUN_OPTION
+@click.option("--yes", is_flag=True, help="Apply without asking after the plan.")
+def apply_cmd(vars_path: Path, dry_run: bool, yes: bool) -> None:
+    """Render tfvars, terraform init (GCS state), plan, show the summary, apply."""
+    from deployer import deploy, image_build
+    from deployer.stack import Stack
+
+    settings = _settings(vars_path)
+    runner = _runner(dry_run)
+    stack = _guard(Stack, settings, runner)
+    image = image_build.image_reference(settings["project_id"], settings["region"])
+
+    def confirm(summary) -> bool:
+        return yes or dry_run or click.confirm(f"Apply ({summary.describe()})?", default=False)
+
+    _guard(deploy.apply, stack, image, confirm=confirm)
+    if not dry_run:
+        _guard(stack.outputs)
+
+
+@cli.command("deploy")
+@VARS_OPTION
+@DRY_RUN_OPTION
+@click.option(
+    "--local-docker", is_flag=True, help="Build with local Docker instead of Cloud Build."
+)
+@click.option(
+    "--health-timeout",
+    default=600,
+    show_default=True,
+    type=click.IntRange(5, 3600),
+    help="Seconds to wait for /health through IAP.",
+)
+def deploy_cmd(vars_path: Path, dry_run: bool, local_docker: bool, health_timeout: int) -> None:
+    """Build, apply, migrate, wait for health: the whole deployment, resumable."""
+    from deployer import deploy
+
+    settings = _settings(vars_path)
+    done = _guard(deploy.deploy, settings, _runner(dry_run), local_docker, health_timeout)
+    if done is None:
+        return
+    click.echo("")
+    click.echo(f"MLflow is up at {done.url} (private: only web_app_users get through IAP).")
+    click.echo("Researchers: gcloud auth application-default login, then")
+    for line in done.researcher_lines():
+        click.echo(f"  {line}")
+
+
+@cli.command("status")
+@VARS_OPTION
+def status_cmd(vars_path: Path) -> None:
+    """What is deployed: URL, image, revision, health."""
+    from deployer import deploy
+
+    settings = _settings(vars_path)
+    for line in _guard(deploy.status, settings, _runner(False)):
+        click.echo(line)
+
+
+@cli.command("destroy")
+@VARS_OPTION
+@DRY_RUN_OPTION
+@click.option("--yes", is_flag=True, help="Do not ask for the project ID to be typed back.")
+@click.option(
+    "--delete-data",
+    is_flag=True,
+    help="Also delete the database and the artifact bucket (off by default).",
+)
+def destroy_cmd(vars_path: Path, dry_run: bool, yes: bool, delete_data: bool) -> None:
+    """Take the stack down; the database and artifacts are kept unless --delete-data."""
+    from deployer import deploy
+
+    settings = _settings(vars_path)
+    click.echo(deploy.destroy_summary(settings, delete_data))
+    if not (yes or dry_run):
+        typed = click.prompt(
+            f"Type the project ID ({settings['project_id']}) to confirm",
+            default="",
+            show_default=False,
+        )
+        if typed.strip() != settings["project_id"]:
+            _fail("not confirmed: nothing was destroyed")
+    _guard(deploy.destroy, settings, _runner(dry_run), delete_data)
+
+
+@cli.command("cost")
+@VARS_OPTION
+@click.option(
+    "--requests",
+    "requests_per_month",
+    default=200_000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Requests a month for the 'in use' column.",
+)
+@click.option("--seconds-per-request", default=0.1, show_default=True, type=float)
+@click.option("--artifacts-gb", default=50.0, show_default=True, type=float)
+def cost_cmd(
+    vars_path: Path, requests_per_month: int, seconds_per_request: float, artifacts_gb: float
+) -> None:
+    """Estimated monthly cost of these settings, idle and in use, line by line."""
+    from deployer import cost
+
+    settings = _settings(vars_path)
+    usage = cost.Usage(requests_per_month, seconds_per_request, artifacts_gb)
+    for line in cost.report(settings.values, usage):
+        click.echo(line)
+
+
 def main() -> None:
     cli()
 

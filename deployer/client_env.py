@@ -22,7 +22,8 @@ class ClientEnvError(ValueError):
 
 
 def cloud_exports(url: str | None, service_account: str | None) -> list[str]:
-    if not url or not url.startswith("https://"):
+    loopback = url is not None and url.startswith(("http://127.0.0.1", "http://localhost"))
+    if not url or not (url.startswith("https://") or loopback):
         raise ClientEnvError(
             "pass --url with the deployed service's https:// URL (`deployer status` shows it)"
         )

@@ -1,0 +1,267 @@
+"""The owner's commands: apply, deploy, status, destroy, as a library the CLI calls.
+
+deploy = state bucket -> registry -> image (built only if its content changed) -> the whole
+stack -> the schema migration job -> /health through IAP with a minted token -> the URL and the
+researchers' lines. Every step is idempotent, so a re-run after any failure resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from deployer import client_env, image_build
+from deployer.runner import Runner
+from deployer.stack import RESUME, PlanSummary, Stack
+from deployer.tokens import TokenError, TokenMinter
+from deployer.vars import Settings
+
+BOOTSTRAP_TARGETS = ("module.services", "module.registry")
+KEEP_DATA_TARGETS = ("module.service", "module.access", "module.registry")
+
+
+class DeployError(RuntimeError):
+    pass
+
+
+def apply(
+    stack: Stack,
+    image: str,
+    targets: tuple[str, ...] = (),
+    overrides: dict[str, Any] | None = None,
+    confirm: Callable[[PlanSummary], bool] | None = None,
+) -> PlanSummary:
+    """render tfvars -> init -> plan -> (confirm) -> apply; no changes means nothing is applied."""
+    echo = stack.runner.echo
+    stack.render_tfvars(image, overrides)
+    if stack.runner.dry_run and not stack.state_bucket_exists():
+        stack.ensure_state_bucket()
+        echo(
+            f"[dry-run] would run: terraform init, plan and apply in {stack.tf_dir} "
+            f"(state gs://{stack.settings['state_bucket']}/{stack.state_prefix})"
+        )
+        return PlanSummary(True)
+    stack.ensure_state_bucket()
+    stack.init()
+    what = f" ({', '.join(targets)})" if targets else ""
+    echo(f"Planning{what} ...")
+    summary = stack.plan(targets)
+    echo(f"Plan: {summary.describe()}")
+    if not summary.changes:
+        return summary
+    if confirm is not None and not confirm(summary):
+        raise DeployError("stopped before applying: nothing was changed")
+    if stack.runner.dry_run:
+        stack.apply_plan()  # prints the command
+        return summary
+    echo("Applying (Cloud SQL takes 5-10 minutes the first time) ...")
+    stack.apply_plan()
+    return summary
+
+
+def run_migration(stack: Stack, job: str) -> None:
+    stack.runner.echo(f"Running the schema migration job {job} ...")
+    stack.runner.run(
+        [
+            "gcloud",
+            "run",
+            "jobs",
+            "execute",
+            job,
+            "--region",
+            stack.region,
+            "--project",
+            stack.project,
+            "--wait",
+            "--format=json",
+        ],
+        step="the migration job",
+        mutating=True,
+        stream=True,
+        fix=f"See its logs: gcloud run jobs executions list --job {job} "
+        f"--region {stack.region}; then run the same command again",
+    )
+
+
+def wait_for_health(
+    url: str,
+    audience: str,
+    service_account: str,
+    timeout: float,
+    echo: Callable[[str], None],
+    get: Callable[..., Any] = requests.get,
+    interval: float = 5.0,
+) -> float:
+    """Poll URL/health through IAP with a minted token until 200; return seconds waited."""
+    try:
+        token = TokenMinter(audience, service_account).mint().token
+    except TokenError as e:
+        raise DeployError(f"cannot mint a token to check the service: {e}") from None
+    started = time.monotonic()
+    last = "no answer yet"
+    while time.monotonic() - started < timeout:
+        try:
+            r = get(f"{url}/health", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            if r.status_code == 200:
+                return time.monotonic() - started
+            last = f"HTTP {r.status_code}"
+        except requests.RequestException as e:
+            last = type(e).__name__
+        echo(f"  waiting for {url}/health ({last}, {time.monotonic() - started:.0f} s) ...")
+        time.sleep(interval)
+    raise DeployError(
+        f"{url}/health did not answer 200 within {timeout:.0f} s (last: {last}). See the "
+        f"service's logs: gcloud run services logs read {url.split('//')[1].split('-')[0]} "
+        f"--region REGION. {RESUME}"
+    )
+
+
+@dataclass(frozen=True)
+class Deployed:
+    url: str
+    client_service_account: str
+    outputs: dict[str, Any]
+
+    def researcher_lines(self) -> list[str]:
+        return client_env.cloud_exports(self.url, self.client_service_account)
+
+
+def deploy(
+    settings: Settings,
+    runner: Runner,
+    local_docker: bool = False,
+    health_timeout: float = 600.0,
+    stack: Stack | None = None,
+) -> Deployed | None:
+    stack = stack or Stack(settings, runner)
+    echo = runner.echo
+    image = image_build.image_reference(stack.project, stack.region)
+    echo(f"== 1/5 registry for the image ({settings.environment})")
+    apply(stack, image, targets=BOOTSTRAP_TARGETS)
+    echo(f"== 2/5 image {image}")
+    image_build.build(runner, image, stack.project, stack.region, local_docker)
+    echo("== 3/5 the stack")
+    apply(stack, image)
+    if runner.dry_run:
+        echo("[dry-run] would then run the migration job and wait for /health")
+        return None
+    outputs = stack.outputs()
+    try:
+        url = outputs["service_url"]
+        job = outputs["migration_job_name"]
+        client = outputs["client_service_account"]
+        audience = outputs["client_audience"]
+    except KeyError as e:
+        raise DeployError(f"terraform output lacks {e}: {RESUME}") from None
+    echo("== 4/5 schema migration")
+    run_migration(stack, job)
+    echo("== 5/5 waiting for the service through IAP")
+    waited = wait_for_health(url, audience, client, health_timeout, echo)
+    echo(f"Healthy after {waited:.0f} s.")
+    return Deployed(url, client, outputs)
+
+
+def status(settings: Settings, runner: Runner, check_health: bool = True) -> list[str]:
+    stack = Stack(settings, runner)
+    stack.init()
+    outputs = stack.outputs()
+    if not outputs:
+        return [f"{settings.environment}: nothing deployed yet (run `deployer deploy`)"]
+    lines = [
+        f"environment  {settings.environment} (project {stack.project}, region {stack.region})",
+        f"url          {outputs.get('service_url')}",
+        f"client       {outputs.get('client_service_account')}",
+        f"bucket       {outputs.get('artifacts_bucket')}",
+        f"database     {outputs.get('cloud_sql_connection_name')}",
+    ]
+    if outputs.get("workload_identity_provider"):
+        lines.append(f"github wif   {outputs['workload_identity_provider']}")
+    r = runner.run(
+        [
+            "gcloud",
+            "run",
+            "services",
+            "describe",
+            outputs.get("service_name", "mlflow"),
+            "--region",
+            stack.region,
+            "--project",
+            stack.project,
+            "--format=json",
+        ],
+        step="reading the service",
+        ok_codes=(0, 1),
+    )
+    if r.returncode == 0:
+        doc = r.json() or {}
+        containers = doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+        ready = [c for c in doc.get("status", {}).get("conditions", []) if c.get("type") == "Ready"]
+        lines.append(f"image        {containers[0].get('image') if containers else '?'}")
+        lines.append(
+            f"revision     {doc.get('status', {}).get('latestReadyRevisionName', '?')}"
+            f" (ready: {ready[0].get('status') if ready else '?'})"
+        )
+    else:
+        lines.append("service      not found")
+    if check_health and r.returncode == 0:
+        try:
+            waited = wait_for_health(
+                outputs["service_url"],
+                outputs["client_audience"],
+                outputs["client_service_account"],
+                20,
+                lambda _: None,
+            )
+            lines.append(f"health       ok ({waited:.1f} s)")
+        except DeployError as e:
+            lines.append(f"health       FAILING: {e}")
+    return lines
+
+
+def destroy_summary(settings: Settings, delete_data: bool) -> str:
+    project = settings["project_id"]
+    if delete_data:
+        return (
+            f"This deletes EVERYTHING of environment {settings.environment} in project "
+            f"{project}: the MLflow service, the database with every run, metric and "
+            "registered model, and the artifact bucket with every artifact. "
+            "It cannot be undone."
+        )
+    return (
+        f"This deletes the MLflow service, its access settings and the image registry of "
+        f"environment {settings.environment} in project {project}. Kept: the database "
+        "(runs, metrics, model registry), the artifact bucket and the network they use; "
+        "`deployer deploy` brings the service back on them. Add --delete-data to delete "
+        "those too."
+    )
+
+
+def destroy(settings: Settings, runner: Runner, delete_data: bool) -> None:
+    stack = Stack(settings, runner)
+    image = image_build.image_reference(stack.project, stack.region)
+    stack.render_tfvars(image)
+    stack.init()
+    if delete_data:
+        runner.echo("Lifting deletion protection on the database, service and bucket ...")
+        apply(
+            stack, image, overrides={"deletion_protection": False, "artifacts_force_destroy": True}
+        )
+        stack.render_tfvars(image, {"deletion_protection": False, "artifacts_force_destroy": True})
+        stack.destroy()
+    else:
+        stack.destroy(KEEP_DATA_TARGETS)
+    if stack.outputs_path.exists() and not runner.dry_run:
+        stack.outputs_path.unlink()
+    runner.echo(
+        f"Destroyed. Terraform's state stays in gs://{settings['state_bucket']} "
+        f"({stack.state_prefix})."
+    )
+
+
+def require_valid(settings: Settings) -> None:
+    if settings.problems:
+        raise DeployError("the vars file has problems; run `deployer validate` to list them")

@@ -1,0 +1,160 @@
+"""A stand-in `gcloud` for deployer tests: records its argv and answers in gcloud's formats.
+
+State lives in $FAKE_CLOUD_DIR (buckets, images, job runs); $FAKE_CLI_LOG gets one JSON line
+per call. $FAKE_PROJECT is the one project that exists; $FAKE_BILLING=off turns billing off.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+STATE = Path(os.environ["FAKE_CLOUD_DIR"])
+PROJECT = os.environ.get("FAKE_PROJECT", "acme-ml")
+
+
+def record(tool: str) -> None:
+    with open(os.environ["FAKE_CLI_LOG"], "a") as f:
+        f.write(json.dumps({"tool": tool, "argv": sys.argv[1:]}) + "\n")
+
+
+def load(name: str, default):
+    path = STATE / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def save(name: str, value) -> None:
+    (STATE / f"{name}.json").write_text(json.dumps(value))
+
+
+def fail(message: str, code: int = 1) -> None:
+    print(f"ERROR: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def flag(name: str, default=None):
+    args = sys.argv[1:]
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return default
+
+
+def main() -> None:
+    record("gcloud")
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    cmd = " ".join(args[:3])
+    if args[:1] == ["version"]:
+        print(json.dumps({"Google Cloud SDK": "528.0.0", "bq": "2.1.17", "core": "2025.06.20"}))
+    elif cmd.startswith("auth list"):
+        print(json.dumps([{"account": "owner@example.com", "status": "ACTIVE"}]))
+    elif cmd.startswith("auth application-default print-access-token"):
+        print("ya29.fake-owner-token")
+    elif cmd.startswith("auth configure-docker"):
+        print("Docker configuration file updated.", file=sys.stderr)
+    elif cmd.startswith("projects describe"):
+        if args[2] != PROJECT:
+            fail(
+                f"(gcloud.projects.describe) [owner@example.com] does not have permission to "
+                f"access projects instance [{args[2]}] (or it may not exist)"
+            )
+        print(
+            json.dumps(
+                {
+                    "projectId": PROJECT,
+                    "projectNumber": "123456789012",
+                    "lifecycleState": "ACTIVE",
+                    "name": "Acme ML",
+                }
+            )
+        )
+    elif cmd.startswith("billing projects describe"):
+        enabled = os.environ.get("FAKE_BILLING") != "off"
+        print(
+            json.dumps(
+                {
+                    "billingAccountName": "billingAccounts/0X0X0X" if enabled else "",
+                    "billingEnabled": enabled,
+                    "name": f"projects/{PROJECT}/billingInfo",
+                    "projectId": PROJECT,
+                }
+            )
+        )
+    elif cmd.startswith("projects get-iam-policy"):
+        print(
+            json.dumps(
+                {
+                    "bindings": [{"role": "roles/owner", "members": ["user:owner@example.com"]}],
+                    "etag": "BwX=",
+                    "version": 1,
+                }
+            )
+        )
+    elif cmd.startswith("services list"):
+        print(json.dumps([{"config": {"name": "compute.googleapis.com"}, "state": "ENABLED"}]))
+    elif cmd.startswith("storage buckets describe"):
+        buckets = load("buckets", {})
+        if args[3] not in buckets:
+            fail(f"(gcloud.storage.buckets.describe) {args[3]} not found: 404.")
+        print(json.dumps({"name": args[3][5:], "versioning_enabled": buckets[args[3]]}))
+    elif cmd.startswith("storage buckets create"):
+        buckets = load("buckets", {})
+        buckets[args[3]] = False
+        save("buckets", buckets)
+        print(f"Creating {args[3]}/...", file=sys.stderr)
+    elif cmd.startswith("storage buckets update"):
+        buckets = load("buckets", {})
+        buckets[args[3]] = "--versioning" in sys.argv
+        save("buckets", buckets)
+    elif cmd.startswith("artifacts docker images"):
+        if args[4] not in load("images", []):
+            fail(f"(gcloud.artifacts.docker.images.describe) Image not found: {args[4]}")
+        print(
+            json.dumps(
+                {"image_summary": {"fully_qualified_digest": args[4] + "@sha256:" + "a" * 64}}
+            )
+        )
+    elif cmd.startswith("builds submit"):
+        image = flag("--substitutions").split("=", 1)[1]
+        for step in (
+            "Creating temporary archive",
+            "Uploading tarball",
+            "Step #0: docker build",
+            "PUSH",
+            "DONE",
+        ):
+            print(step, flush=True)
+            time.sleep(0.01)
+        images = load("images", [])
+        images.append(image)
+        save("images", images)
+    elif cmd.startswith("run jobs execute"):
+        runs = load("jobs", [])
+        runs.append(args[3])
+        save("jobs", runs)
+        print(f"Creating execution... {args[3]}-abc12 done", flush=True)
+        print(
+            json.dumps({"metadata": {"name": f"{args[3]}-abc12"}, "status": {"succeededCount": 1}})
+        )
+    elif cmd.startswith("run services describe"):
+        image = (load("images", []) or ["?"])[-1]
+        print(
+            json.dumps(
+                {
+                    "metadata": {"name": args[3]},
+                    "spec": {"template": {"spec": {"containers": [{"image": image}]}}},
+                    "status": {
+                        "latestReadyRevisionName": f"{args[3]}-00001-abc",
+                        "conditions": [{"type": "Ready", "status": "True"}],
+                    },
+                }
+            )
+        )
+    else:
+        fail(f"fake gcloud does not know: {' '.join(sys.argv[1:])}", 2)
+
+
+main()

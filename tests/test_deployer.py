@@ -1,0 +1,460 @@
+"""The owner's deployer, against stand-in `gcloud` and `terraform` executables on PATH that
+record their arguments and answer in the real tools' output formats."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import hcl2
+import pytest
+
+from deployer import cost, image_build
+from deployer import vars as vars_file
+from tests.conftest import REPO, console_script
+from tests.support.google_fakes import GoogleFakes
+from tests.support.http import LocalHttpServer, Response
+from tests.support.processes import base_env
+
+FAKES = REPO / "tests" / "support" / "fake_cli"
+PROJECT = "acme-ml"
+CLIENT_SA = f"mlflow-log-pusher@{PROJECT}.iam.gserviceaccount.com"
+GOOD_VARS = f"""
+project_id = "{PROJECT}"
+region = "europe-west1"
+state_bucket = "acme-ml-tfstate"
+web_app_users = ["user:alice@example.com", "domain:example.com"]
+"""
+
+
+class World:
+    """A working folder with a vars file, fake tools on PATH and a health endpoint."""
+
+    def __init__(self, root: Path, fakes: GoogleFakes, health: LocalHttpServer) -> None:
+        self.root = root
+        self.bin = root / "bin"
+        self.cloud = root / "cloud"
+        self.log = root / "calls.jsonl"
+        for d in (self.bin, self.cloud):
+            d.mkdir()
+        for tool in ("gcloud", "terraform"):
+            script = self.bin / tool
+            script.write_text(
+                f"#!{sys.executable}\nexec(open({str(FAKES / f'fake_{tool}.py')!r}).read())\n"
+            )
+            script.chmod(0o755)
+        (root / "vars").write_text(GOOD_VARS)
+        key = fakes.key_file(CLIENT_SA, root / "client-key.json")
+        self.env = base_env()
+        self.env.update(
+            {
+                "PATH": f"{self.bin}:{os.environ['PATH']}",
+                "FAKE_CLOUD_DIR": str(self.cloud),
+                "FAKE_CLI_LOG": str(self.log),
+                "FAKE_PROJECT": PROJECT,
+                "FAKE_SERVICE_URL": health.url,
+                "GOOGLE_APPLICATION_CREDENTIALS": str(key),
+                "CLOUDSDK_CONFIG": str(root / "gcloud-config"),
+                "GCE_METADATA_HOST": "127.0.0.1:9",
+                "GCE_METADATA_IP": "127.0.0.1:9",
+            }
+        )
+
+    def deployer(
+        self, *args: str, input_text: str | None = None, **env: str
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [console_script("deployer"), *args],
+            cwd=self.root,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            input=input_text,
+        )
+
+    def calls(self) -> list[dict]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def commands(self) -> list[str]:
+        out = []
+        for call in self.calls():
+            argv = [a for a in call["argv"] if not a.startswith(("-chdir=", "--format"))]
+            out.append(f"{call['tool']} {' '.join(argv[:4])}")
+        return out
+
+    def reset_log(self) -> None:
+        self.log.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def fakes():
+    f = GoogleFakes(PROJECT)
+    yield f
+    f.close()
+
+
+@pytest.fixture(scope="module")
+def health(fakes):
+    """The deployed service's /health behind IAP: 200 only with a valid client-account token."""
+    state = {"status": 200}
+
+    def handle(req):
+        if req.path != "/health":
+            return Response(404, "")
+        auth = req.headers.get("authorization", "")
+        sa = fakes.accounts.get(CLIENT_SA)
+        try:
+            from deployer import jose
+
+            jose.verify(
+                auth.removeprefix("Bearer "),
+                lambda kid: sa.key.public_key(),
+                algorithms=["RS256"],
+                audience=f"{server.url}/*",
+                issuers=[CLIENT_SA],
+            )
+        except Exception:  # any bad token is IAP's 401
+            return Response(401, "IAP: invalid token")
+        return Response(state["status"], "OK")
+
+    server = LocalHttpServer(handle)
+    server.state = state  # type: ignore[attr-defined]
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def world(tmp_path, fakes, health):
+    health.state["status"] = 200
+    return World(tmp_path, fakes, health)
+
+
+# ----- the vars file ------------------------------------------------------------------------
+
+
+def _tf_variables() -> dict[str, dict]:
+    with (REPO / "terraform" / "variables.tf").open() as f:
+        doc = hcl2.load(f)
+    return {k.strip('"'): v for block in doc["variable"] for k, v in block.items()}
+
+
+def _unquote(value):
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def test_vars_keys_and_defaults_match_terraform_variables():
+    tf = _tf_variables()
+    ours = {f.name: f for f in vars_file.FIELDS if f.terraform}
+    assert set(ours) == set(tf) - {"image"}
+    for name, f in ours.items():
+        if "default" in tf[name]:
+            assert _unquote(tf[name]["default"]) == f.default, name
+        elif name != "region":  # the deployer suggests a region; Terraform requires one
+            assert f.required, f"{name} is required in Terraform but has a deployer default"
+
+
+def test_vars_example_is_valid_and_names_every_setting():
+    text = (REPO / "vars.example").read_text()
+    settings = vars_file.parse(text)
+    assert settings.problems == []
+    for f in vars_file.FIELDS:
+        assert f"\n{f.name} = " in text and f.help in text
+
+
+def test_validate_lists_every_problem_with_its_line(world):
+    (world.root / "vars").write_text(
+        'project_id = "Acme_ML"\n'
+        'region = "mars-1"\n'
+        'state_bucket = "acme-ml-tfstate"\n'
+        'web_app_users = ["alice@example.com"]\n'
+        'db_tier = "db-huge"\n'
+        'vpc_egress = "vpn"\n'
+        "max_instanses = 3\n"
+    )
+    result = world.deployer("validate", "--vars", "vars")
+    assert result.returncode != 0
+    for needle in (
+        "vars:1: project_id",
+        "vars:2: region",
+        "vars:4: web_app_users",
+        "vars:5: db_tier",
+        "vars:6: vpc_egress",
+        "vars:7: max_instanses: unknown setting (did you mean max_instances?)",
+        "6 problem(s)",
+    ):
+        assert needle in result.stderr, result.stderr
+    assert not (world.root / ".deployer").exists() and world.calls() == []
+
+
+def test_connection_budget_is_checked_before_anything_runs(world):
+    (world.root / "vars").write_text(GOOD_VARS + "max_instances = 3\n")
+    result = world.deployer("validate", "--vars", "vars")
+    assert result.returncode != 0 and "exceeds db-f1-micro's 25 connections" in result.stderr
+
+
+def test_malformed_toml_names_the_line(world):
+    (world.root / "vars").write_text('project_id = "acme-ml"\nregion = \n')
+    result = world.deployer("validate")
+    assert result.returncode != 0 and "vars:2: syntax: not valid TOML" in result.stderr
+
+
+def test_init_writes_a_valid_file_non_interactively_and_interactively(world):
+    result = world.deployer(
+        "init",
+        "--vars",
+        "vars.staging",
+        "--non-interactive",
+        "--set",
+        f"project_id={PROJECT}",
+        "--set",
+        "state_bucket=acme-state",
+        "--set",
+        "web_app_users=user:a@example.com,group:g@example.com",
+    )
+    assert result.returncode == 0, result.stderr
+    staging = vars_file.load(world.root / "vars.staging")
+    assert staging.problems == [] and staging.environment == "staging"
+    assert staging["web_app_users"] == ["user:a@example.com", "group:g@example.com"]
+    again = world.deployer("init", "--vars", "vars.staging", "--non-interactive")
+    assert again.returncode != 0 and "exists" in again.stderr
+
+    # Interactive: a bad answer is refused at once and asked again.
+    answers = "\n".join(
+        [
+            "prod",
+            "Bad_ID",
+            PROJECT,
+            "europe-west1",
+            "acme-prod-state",
+            "user:a@example.com",
+            "direct",
+            "postgresql",
+            "db-g1-small",
+            "0",
+            "",
+        ]
+    )
+    result = world.deployer("init", "--vars", "vars.prod", input_text=answers + "\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is not a project ID" in result.stderr
+    prod = vars_file.load(world.root / "vars.prod")
+    assert prod.problems == [] and prod["vpc_egress"] == "direct"
+    assert prod["db_tier"] == "db-g1-small"
+
+
+# ----- deploy ---------------------------------------------------------------------------------
+
+
+def test_deploy_runs_every_step_in_order_and_prints_the_url(world, health):
+    result = world.deployer("deploy", "--health-timeout", "30")
+    assert result.returncode == 0, result.stdout + result.stderr
+    cmds = world.commands()
+    order = [
+        "gcloud storage buckets describe",
+        "gcloud storage buckets create",
+        "gcloud storage buckets update",
+        "terraform init",
+        "terraform plan",
+        "terraform apply",
+        "gcloud artifacts docker images",
+        "gcloud builds submit",
+        "terraform plan",
+        "terraform apply",
+        "terraform output",
+        "gcloud run jobs execute",
+    ]
+    positions = []
+    for step in order:
+        start = positions[-1] + 1 if positions else 0
+        found = next(i for i in range(start, len(cmds)) if cmds[i].startswith(step))
+        positions.append(found)
+    first_plan = next(c for c in world.calls() if c["argv"][1:2] == ["plan"])
+    assert "-target=module.registry" in first_plan["argv"]
+    assert f"MLflow is up at {health.url}" in result.stdout
+    assert f"export MLFLOW_IAP_SERVICE_ACCOUNT={CLIENT_SA}" in result.stdout
+    assert "Healthy after" in result.stdout
+
+    # The rendered tfvars are exactly Terraform's variables.
+    tfvars = json.loads(
+        (world.root / ".deployer" / "default" / "terraform.tfvars.json").read_text()
+    )
+    assert set(tfvars) == set(_tf_variables())
+    assert tfvars["image"] == image_build.image_reference(PROJECT, "europe-west1")
+    assert tfvars["image"].endswith(":" + image_build.content_tag())
+
+
+def test_a_second_deploy_changes_nothing(world):
+    assert world.deployer("deploy", "--health-timeout", "30").returncode == 0
+    world.reset_log()
+    result = world.deployer("deploy", "--health-timeout", "30")
+    assert result.returncode == 0, result.stderr
+    cmds = world.commands()
+    assert not any(
+        c.startswith(("gcloud storage buckets create", "gcloud builds submit", "terraform apply"))
+        for c in cmds
+    ), cmds
+    assert "no changes" in result.stdout and "already exists: nothing to build" in result.stdout
+
+
+def test_dry_run_prints_every_mutation_and_runs_none(world):
+    assert world.deployer("deploy").returncode == 0  # a deployed stack to compare against
+    (world.root / "vars").write_text(GOOD_VARS + "min_instances = 1\n")
+    world.reset_log()
+    result = world.deployer("deploy", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "[dry-run] would run: terraform" in result.stdout and " apply " in result.stdout
+    executed = [c for c in world.calls() if c["tool"] == "terraform" and c["argv"][1] == "apply"]
+    assert executed == []
+    assert not any(
+        c.startswith(("gcloud run jobs execute", "gcloud builds submit")) for c in world.commands()
+    )
+
+
+def test_apply_failing_half_way_explains_and_a_rerun_resumes(world):
+    failed = world.deployer("deploy", "--health-timeout", "30", FAKE_FAIL_ONCE="apply")
+    assert failed.returncode != 0
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1 and "terraform apply failed" in lines[0]
+    assert "Error 409" in lines[0] and "run the same command again" in lines[0]
+    world.reset_log()
+    resumed = world.deployer("deploy", "--health-timeout", "30", FAKE_FAIL_ONCE="apply")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not any(c.startswith("gcloud storage buckets create") for c in world.commands())
+
+
+def test_health_that_never_comes_up_fails_with_where_to_look(world, health):
+    health.state["status"] = 503
+    result = world.deployer("deploy", "--health-timeout", "6")
+    assert result.returncode != 0
+    assert "did not answer 200 within 6 s (last: HTTP 503)" in result.stderr
+    assert "gcloud run services logs read" in result.stderr
+
+
+def test_a_missing_tool_is_one_line_with_the_install_hint(world):
+    (world.bin / "terraform").unlink()
+    result = world.deployer("deploy", PATH=f"{world.bin}:/usr/bin:/bin")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "terraform is not installed" in lines[0]
+    assert "install Terraform" in lines[0]
+
+
+def test_environments_have_their_own_state_and_folder(world):
+    for env in ("staging", "prod"):
+        (world.root / f"vars.{env}").write_text(GOOD_VARS)
+        assert world.deployer("apply", "--vars", f"vars.{env}", "--yes").returncode == 0
+    inits = [c for c in world.calls() if c["tool"] == "terraform" and c["argv"][1] == "init"]
+    prefixes = {a for c in inits for a in c["argv"] if a.startswith("-backend-config=prefix=")}
+    assert prefixes == {
+        "-backend-config=prefix=mlflow/staging",
+        "-backend-config=prefix=mlflow/prod",
+    }
+    dirs = {c["data_dir"] for c in inits}
+    assert {Path(d).parent.name for d in dirs} == {"staging", "prod"}
+
+
+# ----- check, status, destroy, cost ----------------------------------------------------------
+
+
+def test_check_passes_and_says_what_apply_will_enable(world):
+    result = world.deployer("check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok   project: acme-ml (number 123456789012) is ACTIVE" in result.stdout
+    assert "will be enabled by apply" in result.stdout and "run.googleapis.com" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "env", "needle"),
+    [
+        ('project_id = "acme-other"', {}, "check project_id in the vars file"),
+        ("", {"FAKE_BILLING": "off"}, "gcloud billing projects link acme-ml"),
+        ("", {"FAKE_TF_VERSION": "1.5.7"}, "upgrade Terraform to 1.9.0 or newer"),
+    ],
+)
+def test_check_names_each_failure_and_its_fix(world, change, env, needle):
+    text = GOOD_VARS.replace(f'project_id = "{PROJECT}"', change) if change else GOOD_VARS
+    (world.root / "vars").write_text(text)
+    result = world.deployer("check", **env)
+    assert result.returncode != 0
+    assert needle in result.stdout, result.stdout
+
+
+def test_status_shows_url_image_and_health(world, health):
+    assert world.deployer("deploy", "--health-timeout", "30").returncode == 0
+    result = world.deployer("status")
+    assert result.returncode == 0, result.stderr
+    assert f"url          {health.url}" in result.stdout
+    assert "image        europe-west1-docker.pkg.dev/acme-ml/mlflow/mlflow-server:" in result.stdout
+    assert "health       ok" in result.stdout
+
+
+def test_destroy_asks_for_the_project_and_keeps_the_data(world):
+    assert world.deployer("deploy", "--health-timeout", "30").returncode == 0
+    refused = world.deployer("destroy", input_text="wrong-project\n")
+    assert refused.returncode != 0 and "nothing was destroyed" in refused.stderr
+    assert "Kept: the database" in refused.stdout
+    world.reset_log()
+    kept = world.deployer("destroy", input_text=f"{PROJECT}\n")
+    assert kept.returncode == 0, kept.stderr
+    destroy = next(
+        c for c in world.calls() if c["tool"] == "terraform" and c["argv"][1] == "destroy"
+    )
+    assert {a for a in destroy["argv"] if a.startswith("-target=")} == {
+        "-target=module.service",
+        "-target=module.access",
+        "-target=module.registry",
+    }
+
+
+def test_destroy_delete_data_lifts_protection_first(world):
+    assert world.deployer("deploy", "--health-timeout", "30").returncode == 0
+    world.reset_log()
+    result = world.deployer("destroy", "--delete-data", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "EVERYTHING" in result.stdout
+    tf = [c for c in world.calls() if c["tool"] == "terraform"]
+    applied = next(i for i, c in enumerate(tf) if c["argv"][1] == "apply")
+    destroyed = next(i for i, c in enumerate(tf) if c["argv"][1] == "destroy")
+    assert applied < destroyed
+    assert not any(a.startswith("-target=") for a in tf[destroyed]["argv"])
+    tfvars = json.loads(
+        (world.root / ".deployer" / "default" / "terraform.tfvars.json").read_text()
+    )
+    assert tfvars["deletion_protection"] is False and tfvars["artifacts_force_destroy"] is True
+
+
+def test_cost_shows_each_choice_and_beats_always_on_app_engine(world):
+    result = world.deployer("cost")
+    assert result.returncode == 0, result.stderr
+    assert "Serverless VPC connector" in result.stdout and "checked 2026-" in result.stdout
+    defaults = {f.name: f.default for f in vars_file.FIELDS}
+    connector = cost.estimate(defaults, cost.Usage())
+    direct = cost.estimate({**defaults, "vpc_egress": "direct"}, cost.Usage())
+    warm = cost.estimate({**defaults, "min_instances": 1}, cost.Usage())
+    assert connector.total - direct.total == pytest.approx(12.22, abs=0.01)
+    assert warm.total > connector.total
+    engine = cost.app_engine_flexible_estimate(cost.Usage())
+    assert direct.total / engine.total <= 0.35
+    assert connector.total < engine.total
+
+
+def test_image_tag_follows_the_content(tmp_path):
+    for rel in image_build.INPUTS:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    (tmp_path / "deployer").mkdir()
+    (tmp_path / "deployer" / "a.py").write_text("x = 1\n")
+    first = image_build.content_tag(tmp_path)
+    assert image_build.content_tag(tmp_path) == first
+    time.sleep(0.01)
+    (tmp_path / "deployer" / "a.py").write_text("x = 2\n")
+    assert image_build.content_tag(tmp_path) != first
