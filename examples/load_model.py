@@ -18,11 +18,15 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
+# Written by the MLflow client next to a model downloaded by name; not part of the model.
+CLIENT_BOOKKEEPING = {"registered_model_meta"}
+
 
 def model_digest(path: Path) -> str:
     """A digest of every file of the model, to show two machines got the same bytes."""
     digest = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    files = [p for p in path.rglob("*") if p.is_file() and p.name not in CLIENT_BOOKKEEPING]
+    for f in sorted(files, key=lambda p: p.relative_to(path).as_posix()):
         digest.update(f.relative_to(path).as_posix().encode())
         digest.update(f.read_bytes())
     return digest.hexdigest()
