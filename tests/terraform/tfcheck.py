@@ -163,10 +163,15 @@ def module_dirs(tf_dir: Path) -> list[Path]:
     return [tf_dir, *sorted(p for p in (tf_dir / "modules").iterdir() if p.is_dir())]
 
 
-def check_validate(tf_dir: Path, providers: StandInProviders) -> list[StepResult]:
+def check_validate(
+    tf_dir: Path, providers: StandInProviders, only: tuple[str, ...] = ()
+) -> list[StepResult]:
+    """init + validate every module (or only those named, e.g. "modules/service")."""
     results = []
     for module in module_dirs(tf_dir):
         label = f"validate {module.relative_to(tf_dir) if module != tf_dir else 'root'}"
+        if only and label.removeprefix("validate ") not in only:
+            continue
         init = terraform(
             ["init", "-backend=false", "-input=false", "-no-color"], module, providers.config
         )
