@@ -114,3 +114,23 @@ def test_malformed_settings_name_the_variable(change, needle):
         load_settings({**CLOUD, **change})
     assert needle in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_lean_head_revision_matches_mlflows_own():
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    from deployer.server.schema import head_revision
+
+    assert head_revision() == _get_latest_schema_revision()
+
+
+def test_app_is_preloaded_behind_iap_only():
+    from deployer.server.entrypoint import gunicorn_options
+
+    assert "--preload" in gunicorn_options(load_settings(CLOUD))
+    local = {
+        "BACKEND_STORE_URI": "sqlite:////tmp/x.db",
+        "ARTIFACTS_DESTINATION": "/tmp/a",
+        "AUTH_MODE": "basic",
+    }
+    assert "--preload" not in gunicorn_options(load_settings(local))

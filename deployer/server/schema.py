@@ -7,8 +7,11 @@ separate step (`migrate`, the Cloud Run job), and `serve` refuses an empty or ou
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy
 from sqlalchemy.pool import NullPool
@@ -34,26 +37,61 @@ class SchemaState:
 
 
 def _engine(uri: str) -> sqlalchemy.engine.Engine:
-    from mlflow.store.db.utils import _make_parent_dirs_if_sqlite
-
-    _make_parent_dirs_if_sqlite(uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return sqlalchemy.create_engine(uri, poolclass=NullPool)
 
 
+def _migrations_dir() -> Path:
+    """MLflow's Alembic scripts, found without importing mlflow (which takes seconds)."""
+    spec = importlib.util.find_spec("mlflow")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("mlflow is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "store" / "db_migrations"
+
+
+_REVISION = re.compile(r"^revision\s*=\s*['\"]([0-9a-f]+)['\"]", re.M)
+_DOWN = re.compile(r"^down_revision\s*=\s*(.+)$", re.M)
+
+
+def head_revision() -> str:
+    """The newest migration: the one revision no other names as its down_revision.
+
+    Read from the scripts' text: having Alembic load them would import half of mlflow.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (_migrations_dir() / "versions").glob("*.py"):
+        text = script.read_text(encoding="utf-8")
+        if m := _REVISION.search(text):
+            revisions.add(m.group(1))
+        if m := _DOWN.search(text):
+            parents.update(re.findall(r"[0-9a-f]{6,}", m.group(1)))
+    heads = sorted(revisions - parents)
+    if len(heads) != 1:
+        raise RuntimeError(f"MLflow's migrations have {len(heads)} heads: {heads}")
+    return heads[0]
+
+
 def schema_state(uri: str) -> SchemaState:
-    """Read the database's Alembic revision (None when empty) and the one this MLflow needs."""
-    from mlflow.store.db.utils import (
-        _get_latest_schema_revision,
-        _get_schema_version,
-        _is_empty_database,
-    )
+    """Read the database's Alembic revision (None when empty) and the one this MLflow needs.
+
+    Checked before every start, so it stays lean: plain SQLAlchemy and Alembic, no mlflow import.
+    """
+    from alembic.runtime.migration import MigrationContext
 
     engine = _engine(uri)
     try:
-        current = None if _is_empty_database(engine) else _get_schema_version(engine)
+        with engine.connect() as conn:
+            tables = [
+                t
+                for t in sqlalchemy.inspect(conn).get_table_names()
+                if not t.startswith("alembic_")
+            ]
+            current = MigrationContext.configure(conn).get_current_revision() if tables else None
     finally:
         engine.dispose()
-    return SchemaState(current=current, head=_get_latest_schema_revision())
+    return SchemaState(current=current, head=head_revision())
 
 
 def require_current_schema(uri: str) -> SchemaState:
