@@ -102,7 +102,16 @@ def local(host: str, port: int, data_dir: Path, allowed_hosts: str | None) -> No
     show_default=True,
     help="Seconds the token stays valid.",
 )
-def token(audience: str | None, impersonate: str | None, fmt: str, lifetime: int) -> None:
+@click.option(
+    "--env",
+    "environment",
+    default=None,
+    metavar="NAME",
+    help="Read URL and client account from this deployed environment's outputs.",
+)
+def token(
+    audience: str | None, impersonate: str | None, fmt: str, lifetime: int, environment: str | None
+) -> None:
     """Print a token IAP accepts (stdout only; messages go to stderr).
 
     \b
@@ -111,9 +120,18 @@ def token(audience: str | None, impersonate: str | None, fmt: str, lifetime: int
     Long runs should use the MLflow plugin instead (MLFLOW_TRACKING_AUTH=deployer-iap), which
     refreshes the token before it expires; `deployer env` prints the lines.
     """
-    from deployer import mlflow_auth, tokens
+    from deployer import client_env, mlflow_auth, tokens
 
     env = dict(os.environ)
+    wants_outputs = environment or not env.get("MLFLOW_TRACKING_URI")
+    if not audience and not env.get(mlflow_auth.ENV_AUDIENCE) and wants_outputs:
+        try:
+            outputs = client_env.deployed_outputs(environment)
+        except client_env.ClientEnvError:
+            outputs = {}
+        if outputs:
+            env[mlflow_auth.ENV_AUDIENCE] = outputs["client_audience"]
+            env.setdefault(mlflow_auth.ENV_SERVICE_ACCOUNT, outputs["client_service_account"])
     if audience:
         env[mlflow_auth.ENV_AUDIENCE] = tokens.audience_for(audience)
     if impersonate:
@@ -162,8 +180,20 @@ def token(audience: str | None, impersonate: str | None, fmt: str, lifetime: int
     type=click.IntRange(1, 65535),
     help="With --local: its port.",
 )
+@click.option(
+    "--env",
+    "environment",
+    default=None,
+    metavar="NAME",
+    help="Without --url: read them from this deployed environment's outputs.",
+)
 def env_cmd(
-    url: str | None, service_account: str | None, local_mode: bool, data_dir: Path, port: int
+    url: str | None,
+    service_account: str | None,
+    local_mode: bool,
+    data_dir: Path,
+    port: int,
+    environment: str | None,
 ) -> None:
     """Print the `export` lines that point MLflow clients at the server.
 
@@ -177,6 +207,9 @@ def env_cmd(
         if local_mode:
             lines = client_env.local_exports(data_dir, port)
         else:
+            if url is None and service_account is None:
+                outputs = client_env.deployed_outputs(environment)
+                url, service_account = outputs["service_url"], outputs["client_service_account"]
             lines = client_env.cloud_exports(url, service_account)
     except client_env.ClientEnvError as e:
         _fail(str(e))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -49,3 +50,18 @@ def local_exports(data_dir: Path, port: int) -> list[str]:
         )
     setup = local_server.LocalSetup(paths, "", "", first_start=False)
     return local_server.client_exports(setup, local_server.tracking_url("127.0.0.1", port))
+
+
+def deployed_outputs(environment: str | None = None, root: Path | None = None) -> dict:
+    """The outputs `deployer deploy` cached for an environment (the only one, if not named)."""
+    root = root or Path.cwd() / ".deployer"
+    found = sorted(root.glob("*/outputs.json"))
+    if environment:
+        found = [p for p in found if p.parent.name == environment]
+    if len(found) != 1:
+        names = ", ".join(p.parent.name for p in found) or "none"
+        raise ClientEnvError(
+            f"no single deployed environment to read (found: {names}): pass --env NAME, or "
+            "--url and --service-account"
+        )
+    return json.loads(found[0].read_text())

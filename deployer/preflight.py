@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from deployer.runner import Runner, ToolError
-from deployer.stack import TERRAFORM_MIN_VERSION, terraform_version
+from deployer.stack import TERRAFORM_MIN_VERSION, terraform_dir, terraform_version
 from deployer.vars import Settings
 
-# The APIs terraform/modules/services enables (a test keeps the two lists equal).
-REQUIRED_APIS = (
-    "run.googleapis.com",
-    "sqladmin.googleapis.com",
-    "servicenetworking.googleapis.com",
-    "vpcaccess.googleapis.com",
-    "secretmanager.googleapis.com",
-    "artifactregistry.googleapis.com",
-    "iap.googleapis.com",
-    "iamcredentials.googleapis.com",
-    "cloudbuild.googleapis.com",
-    "compute.googleapis.com",
-    "iam.googleapis.com",
-    "sts.googleapis.com",
-)
+
+def required_apis() -> list[str]:
+    """The APIs terraform/modules/services enables: read from there, so the two never differ."""
+    text = (terraform_dir() / "modules" / "services" / "main.tf").read_text()
+    return re.findall(r'"([a-z0-9.-]+\.googleapis\.com)"', text)
+
+
 # Roles that let the caller create everything in the stack (any one of the sets suffices).
 SUFFICIENT_ROLES = (
     {"roles/owner"},
@@ -171,7 +164,7 @@ def run_checks(settings: Settings, runner: Runner) -> list[CheckResult]:
             if r.returncode == 0
             else set()
         )
-        missing = [a for a in REQUIRED_APIS if a not in enabled]
+        missing = [a for a in required_apis() if a not in enabled]
         detail = (
             "all enabled"
             if not missing

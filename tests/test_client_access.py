@@ -18,11 +18,11 @@ from mlflow import MlflowClient
 
 from deployer import jose, mlflow_auth, tokens
 from tests.conftest import REPO, console_script
-from tests.support.cloud_server import running_stack
+from tests.support.cloud_server import migrate_and_serve, running_stack
 from tests.support.google_endpoints.sitecustomize import point_google_auth_at
 from tests.support.google_fakes import WIF_AUDIENCE, GoogleFakes
 from tests.support.iap_proxy import IapProxy
-from tests.support.processes import base_env, free_port, start, wait_healthy
+from tests.support.processes import base_env, free_port, wait_healthy
 
 PROJECT = "test-project"
 CLIENT_SA = f"mlflow-log-pusher@{PROJECT}.iam.gserviceaccount.com"
@@ -47,14 +47,7 @@ def world(tmp_path_factory):
         )
         port = free_port()
         env = cloud.env(port, ALLOWED_HOSTS=f"127.0.0.1:{proxy.server.port}")
-        subprocess.run(
-            [sys.executable, "-m", "deployer.server", "migrate"],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        server = start([sys.executable, "-m", "deployer.server"], env, root / "serve.log")
+        server = migrate_and_serve(env, root / "serve.log")
         proxy.upstream = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(proxy.upstream, server)

@@ -458,3 +458,19 @@ def test_image_tag_follows_the_content(tmp_path):
     time.sleep(0.01)
     (tmp_path / "deployer" / "a.py").write_text("x = 2\n")
     assert image_build.content_tag(tmp_path) != first
+
+
+def test_token_and_env_read_the_deployed_outputs(world, health, fakes):
+    assert world.deployer("deploy", "--health-timeout", "30").returncode == 0
+    env = world.deployer("env")
+    assert env.returncode == 0, env.stderr
+    assert f"export MLFLOW_TRACKING_URI={health.url}" in env.stdout
+    assert f"export MLFLOW_IAP_SERVICE_ACCOUNT={CLIENT_SA}" in env.stdout
+    token = world.deployer("token")
+    assert token.returncode == 0, token.stderr
+    from deployer import jose
+
+    claims = jose.verify(token.stdout.strip(),
+                         lambda kid: fakes.accounts[CLIENT_SA].key.public_key(),
+                         algorithms=["RS256"], audience=f"{health.url}/*", issuers=[CLIENT_SA])
+    assert claims["sub"] == CLIENT_SA

@@ -15,11 +15,11 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from tests.support.cloud_server import BUCKET, running_stack
+from tests.support.cloud_server import BUCKET, migrate_and_serve, running_stack
 from tests.support.gcs_front import GcsFront
 from tests.support.google_fakes import GoogleFakes
 from tests.support.iap_keys import iap_headers
-from tests.support.processes import free_port, start, wait_healthy
+from tests.support.processes import free_port, wait_healthy
 
 RUNTIME_SA = "mlflow-server@test-project.iam.gserviceaccount.com"
 SIZE = 100 * 1024 * 1024 + 12345  # not a multiple of the part size
@@ -48,17 +48,7 @@ def signing_server(tmp_path_factory):
             GOOGLE_CLOUD_PROJECT="test-project",
             **fakes.metadata_env(),
         )
-        import subprocess
-        import sys
-
-        subprocess.run(
-            [sys.executable, "-m", "deployer.server", "migrate"],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        proc = start([sys.executable, "-m", "deployer.server"], env, root / "serve.log")
+        proc = migrate_and_serve(env, root / "serve.log")
         url = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(url, proc)

@@ -248,9 +248,11 @@ def test_every_module_has_the_four_files():
 
 def test_tf_check_cli_ends_with_the_plain_count_line(monkeypatch, capsys):
     """The CLI's count line: terraform test runs count one each, other steps one."""
-    canned = [tfcheck.StepResult("fmt", True), tfcheck.StepResult("terraform test", True,
-                                                                   passed=32),
-              tfcheck.StepResult("checkov", False, "CKV_GCP_1 x", passed=0, failed=1)]
+    canned = [
+        tfcheck.StepResult("fmt", True),
+        tfcheck.StepResult("terraform test", True, passed=32),
+        tfcheck.StepResult("checkov", False, "CKV_GCP_1 x", passed=0, failed=1),
+    ]
     monkeypatch.setattr(tfcheck, "run_all", lambda tf_dir: canned)
     code = tfcheck.main(["tfcheck", str(TF)])
     out = capsys.readouterr().out.strip().splitlines()

@@ -3,6 +3,7 @@ against a real PostgreSQL behind a Cloud SQL-style socket folder and a GCS emula
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,3 +86,15 @@ def running_stack(root: Path) -> Iterator[tuple[CloudStack, IapKeys]]:
         if gcs is not None:
             gcs.stop()
         pg.destroy()
+
+
+def migrate_and_serve(env: dict[str, str], log: Path) -> Proc:
+    """The Cloud Run job (`migrate`), then the service (`serve`), from the same environment."""
+    subprocess.run(
+        [sys.executable, "-m", "deployer.server", "migrate"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return start([sys.executable, "-m", "deployer.server"], env, log)

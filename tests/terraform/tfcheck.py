@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -208,6 +209,14 @@ def check_tests(tf_dir: Path, providers: StandInProviders) -> StepResult:
     )
 
 
+def _json(r: subprocess.CompletedProcess) -> Any:
+    """A scanner's JSON report, or None when it printed something else (a crash)."""
+    try:
+        return json.loads(r.stdout)
+    except json.JSONDecodeError:
+        return None
+
+
 def _tool(name: str, env_var: str) -> str | None:
     explicit = os.environ.get(env_var)
     if explicit:
@@ -239,9 +248,8 @@ def check_checkov(tf_dir: Path) -> StepResult:
         text=True,
         timeout=300,
     )
-    try:
-        doc = json.loads(r.stdout)
-    except json.JSONDecodeError:
+    doc = _json(r)
+    if doc is None:
         return StepResult("checkov", False, (r.stdout + r.stderr)[-1500:])
     reports = doc if isinstance(doc, list) else [doc]
     failed = [
@@ -284,9 +292,8 @@ def check_trivy(tf_dir: Path) -> StepResult:
             text=True,
             timeout=300,
         )
-    try:
-        doc = json.loads(r.stdout)
-    except json.JSONDecodeError:
+    doc = _json(r)
+    if doc is None:
         return StepResult("trivy", False, (r.stdout + r.stderr)[-1500:])
     failed = [
         f"{m['ID']} {res['Target']}"
