@@ -12,7 +12,7 @@ TF_VENV := .venv-tf
 SCANNERS_VENV := .venv-scanners
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test local test test-long lint format lock tf-tools tf-check docs tf-schema ui-tools \
+.PHONY: help install install-test local test test-long lint format lock tf-tools tf-check docs tf-schema ui-tools bench \
         one-click-mlflow deploy docker apply destroy
 
 help: ## List the targets
@@ -73,6 +73,9 @@ lint: $(BIN)/.installed-test ## ruff check and format check
 format: $(BIN)/.installed-test
 	$(BIN)/ruff format deployer tests examples
 	$(BIN)/ruff check --fix deployer tests examples
+
+bench: $(BIN)/.installed-test ## Ours vs stock mlflow server, side by side (about 5 minutes); updates README
+	$(BIN)/python -m bench.run --update-readme
 
 docs: ## Regenerate the README's table of Terraform variables
 	$(BIN)/python tests/terraform/docs.py
