@@ -67,12 +67,12 @@ test-long: $(BIN)/.installed-test tf-tools ui-tools ## The full load and fault r
 	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed-test ## ruff check and format check
-	$(BIN)/ruff check deployer tests examples
-	$(BIN)/ruff format --check deployer tests examples
+	$(BIN)/ruff check deployer tests examples bench
+	$(BIN)/ruff format --check deployer tests examples bench
 
 format: $(BIN)/.installed-test
-	$(BIN)/ruff format deployer tests examples
-	$(BIN)/ruff check --fix deployer tests examples
+	$(BIN)/ruff format deployer tests examples bench
+	$(BIN)/ruff check --fix deployer tests examples bench
 
 bench: $(BIN)/.installed-test ## Ours vs stock mlflow server, side by side (about 5 minutes); updates README
 	$(BIN)/python -m bench.run --update-readme

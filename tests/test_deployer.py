@@ -470,7 +470,11 @@ def test_token_and_env_read_the_deployed_outputs(world, health, fakes):
     assert token.returncode == 0, token.stderr
     from deployer import jose
 
-    claims = jose.verify(token.stdout.strip(),
-                         lambda kid: fakes.accounts[CLIENT_SA].key.public_key(),
-                         algorithms=["RS256"], audience=f"{health.url}/*", issuers=[CLIENT_SA])
+    claims = jose.verify(
+        token.stdout.strip(),
+        lambda kid: fakes.accounts[CLIENT_SA].key.public_key(),
+        algorithms=["RS256"],
+        audience=f"{health.url}/*",
+        issuers=[CLIENT_SA],
+    )
     assert claims["sub"] == CLIENT_SA
