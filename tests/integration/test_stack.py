@@ -36,24 +36,33 @@ def stack(tmp_path_factory):
     s.stop()
 
 
-def client(stack: Stack, user: str = "alice@example.com") -> MlflowClient:
-    """An in-process client through IAP (the plugin, as a researcher's code would use it)."""
-    env = stack.client_env(user)
-    for key in (
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_TRACKING_AUTH",
-        "MLFLOW_IAP_SERVICE_ACCOUNT",
-        "GOOGLE_APPLICATION_CREDENTIALS",
-        "CLOUDSDK_CONFIG",
-        "IAM_CREDENTIALS_ENDPOINT",
-    ):
-        os.environ[key] = env[key]
+@pytest.fixture
+def connect(stack, monkeypatch):
+    """In-process clients through IAP (the plugin, as a researcher's code would use it).
+
+    Everything it changes in this process (environment, google-auth's endpoints, the plugin's
+    token cache) is undone after the test, so no other test inherits it.
+    """
     from deployer import mlflow_auth
     from tests.support.google_endpoints.sitecustomize import point_google_auth_at
 
-    point_google_auth_at(env["DEPLOYER_TEST_GOOGLE_FAKES"])
+    def make(user: str = "alice@example.com") -> MlflowClient:
+        env = stack.client_env(user)
+        for key in (
+            "MLFLOW_TRACKING_URI",
+            "MLFLOW_TRACKING_AUTH",
+            "MLFLOW_IAP_SERVICE_ACCOUNT",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "CLOUDSDK_CONFIG",
+            "IAM_CREDENTIALS_ENDPOINT",
+        ):
+            monkeypatch.setenv(key, env[key])
+        point_google_auth_at(env["DEPLOYER_TEST_GOOGLE_FAKES"], monkeypatch.setattr)
+        mlflow_auth._caches.clear()
+        return MlflowClient(stack.url)
+
+    yield make
     mlflow_auth._caches.clear()
-    return MlflowClient(stack.url)
 
 
 def print_counts(label: str, counts: dict) -> None:
@@ -63,7 +72,7 @@ def print_counts(label: str, counts: dict) -> None:
 # ----- end to end -------------------------------------------------------------------------------
 
 
-def test_token_track_and_load_the_same_model_as_another_member(stack):
+def test_token_track_and_load_the_same_model_as_another_member(stack, connect):
     env = stack.client_env("alice@example.com")
     token = subprocess.run(
         [console_script("deployer"), "token"], env=env, capture_output=True, text=True, timeout=60
@@ -105,7 +114,7 @@ def test_token_track_and_load_the_same_model_as_another_member(stack):
     printed = next(ln for ln in loaded.stdout.splitlines() if " sha256 " in ln).split()[-1]
 
     # The same bytes as the bucket holds for that model version.
-    mlflow_client = client(stack, "bob@example.com")
+    mlflow_client = connect("bob@example.com")
     version = mlflow_client.get_model_version_by_alias("e2e-model", "champion")
     model_id = version.model_id or version.source.rsplit("/", 1)[-1]  # models:/m-…
     location = mlflow_client.get_logged_model(model_id).artifact_location
@@ -122,14 +131,14 @@ def test_token_track_and_load_the_same_model_as_another_member(stack):
     assert stack.proxy.identities[CLIENT_SA] > 0
 
 
-def test_the_ui_lists_the_run_through_iap(stack, tmp_path):
+def test_the_ui_lists_the_run_through_iap(stack, connect, tmp_path):
     """Headless Chromium (Debian's), with the IAP token added to every request."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    c = client(stack)
+    c = connect()
     exp = c.create_experiment(f"ui-visible-{int(time.time())}")
     c.create_run(exp, run_name="run-seen-in-the-browser")
     token = subprocess.run(
@@ -377,9 +386,9 @@ def test_migration_job_twice_is_idempotent(stack):
     assert "nothing to do" in first.stdout and "nothing to do" in second.stdout
 
 
-def test_sigterm_lets_in_flight_requests_finish(stack, tmp_path):
+def test_sigterm_lets_in_flight_requests_finish(stack, connect, tmp_path):
     """Cloud Run sends SIGTERM and waits 10 s: requests already running must complete."""
-    c = client(stack)
+    c = connect()
     run = c.create_run(c.create_experiment(f"sigterm-{int(time.time())}"))
     big = tmp_path / "slow.bin"
     big.write_bytes(os.urandom(12 * 1024 * 1024))
