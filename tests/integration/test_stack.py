@@ -23,6 +23,7 @@ from mlflow import MlflowClient
 
 from deployer import jose
 from tests.conftest import REPO, console_script
+from tests.integration.conftest import COUNTS
 from tests.integration.harness import CLIENT_SA, RUNTIME_SA, Stack
 from tests.support.cloud_server import BUCKET
 
@@ -66,7 +67,9 @@ def connect(stack, monkeypatch):
 
 
 def print_counts(label: str, counts: dict) -> None:
-    print(f"\n[{label}] " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    line = f"[{label}] " + ", ".join(f"{k}={v}" for k, v in counts.items())
+    COUNTS.append(line)
+    print(line)
 
 
 # ----- end to end -------------------------------------------------------------------------------
