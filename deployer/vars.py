@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deployer.server.settings import SettingsError, size_pool
+
 MEMBER = re.compile(
     r"^(user|group|serviceAccount):[^@\s]+@[^@\s]+\.[a-z]{2,}$|^domain:[a-z0-9.-]+\.[a-z]{2,}$"
 )
@@ -317,18 +319,24 @@ def _cross_checks(values: Mapping[str, Any], bad: set[str]) -> list[tuple[str, s
         return problems
     try:
         cap = TIER_CONNECTIONS.get(values["db_tier"], 100)
-        needed = values["max_instances"] * (values["server_workers"] + 1) * 2 * 2
-        if needed > cap - values["db_reserved_connections"]:
-            problems.append(
-                (
-                    "max_instances",
-                    f"{values['max_instances']} instances x "
-                    f"({values['server_workers']} workers + 1) "
-                    f"x 2 pools x 2 connections = {needed} exceeds {values['db_tier']}'s {cap} "
-                    f"connections minus {values['db_reserved_connections']} reserved: lower "
-                    "max_instances or server_workers, or pick a larger db_tier",
-                )
+        # The server's own pool sizing decides; a setting it would refuse is refused here first.
+        try:
+            size_pool(
+                cap,
+                values["db_reserved_connections"],
+                values["max_instances"],
+                values["server_workers"],
             )
+        except SettingsError:
+            instances, workers = values["max_instances"], values["server_workers"]
+            reserved, tier = values["db_reserved_connections"], values["db_tier"]
+            needed = instances * (workers + 1) * 2 * 2
+            message = (
+                f"{instances} instances x ({workers} workers + 1) x 2 pools x 2 connections = "
+                f"{needed} exceeds {tier}'s {cap} connections minus {reserved} reserved: "
+                "lower max_instances or server_workers, or pick a larger db_tier"
+            )
+            problems.append(("max_instances", message))
         if values["min_instances"] > values["max_instances"]:
             problems.append(("min_instances", "must not exceed max_instances"))
     except (TypeError, KeyError):
