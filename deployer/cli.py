@@ -397,6 +397,13 @@ def apply_cmd(vars_path: Path, dry_run: bool, yes: bool) -> None:
     def confirm(summary) -> bool:
         return yes or dry_run or click.confirm(f"Apply ({summary.describe()})?", default=False)
 
+    if not _guard(image_build.image_exists, runner, image, settings["project_id"]):
+        # Cloud Run cannot start without the image: set up only what the build needs.
+        _guard(deploy.apply, stack, image, deploy.BOOTSTRAP_TARGETS, confirm=confirm)
+        _fail(
+            f"the server image {image} is not built yet; the registry is ready: run "
+            "`deployer build`, then `deployer apply` again (`deployer deploy` does all of it)"
+        )
     _guard(deploy.apply, stack, image, confirm=confirm)
     if not dry_run:
         _guard(stack.outputs)

@@ -348,7 +348,20 @@ def test_a_missing_tool_is_one_line_with_the_install_hint(world):
     assert "install Terraform" in lines[0]
 
 
+def test_apply_before_the_image_exists_sets_up_the_registry_and_says_to_build(world):
+    first = world.deployer("apply", "--yes")
+    assert first.returncode != 0
+    assert "is not built yet" in first.stderr and "deployer build" in first.stderr
+    plans = [c for c in world.calls() if c["tool"] == "terraform" and c["argv"][1] == "plan"]
+    assert all("-target=module.registry" in c["argv"] for c in plans)
+    assert world.deployer("build").returncode == 0
+    second = world.deployer("apply", "--yes")
+    assert second.returncode == 0, second.stderr
+    assert (world.root / ".deployer" / "default" / "outputs.json").exists()
+
+
 def test_environments_have_their_own_state_and_folder(world):
+    assert world.deployer("build").returncode == 0
     for env in ("staging", "prod"):
         (world.root / f"vars.{env}").write_text(GOOD_VARS)
         assert world.deployer("apply", "--vars", f"vars.{env}", "--yes").returncode == 0
