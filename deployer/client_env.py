@@ -48,8 +48,7 @@ def local_exports(data_dir: Path, port: int) -> list[str]:
             f"no local server data in {paths.root}: run `deployer local` first "
             "(or pass its --data-dir)"
         )
-    setup = local_server.LocalSetup(paths, "", "", first_start=False)
-    return local_server.client_exports(setup, local_server.tracking_url("127.0.0.1", port))
+    return local_server.client_exports(paths, local_server.tracking_url("127.0.0.1", port))
 
 
 def deployed_outputs(environment: str | None = None, root: Path | None = None) -> dict:

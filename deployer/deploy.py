@@ -88,17 +88,18 @@ def run_migration(stack: Stack, job: str) -> None:
 
 
 def wait_for_health(
-    url: str,
-    audience: str,
-    service_account: str,
+    outputs: dict[str, Any],
     timeout: float,
     echo: Callable[[str], None],
     get: Callable[..., Any] = requests.get,
     interval: float = 5.0,
 ) -> float:
-    """Poll URL/health through IAP with a minted token until 200; return seconds waited."""
+    """Poll the service's /health through IAP with a token minted as the client account, as
+    the stack's outputs name them, until 200; return seconds waited."""
+    url = outputs["service_url"]
     try:
-        token = TokenMinter(audience, service_account).mint().token
+        minter = TokenMinter(outputs["client_audience"], outputs["client_service_account"])
+        token = minter.mint().token
     except TokenError as e:
         raise DeployError(f"cannot mint a token to check the service: {e}") from None
     started = time.monotonic()
@@ -115,8 +116,8 @@ def wait_for_health(
         time.sleep(interval)
     raise DeployError(
         f"{url}/health did not answer 200 within {timeout:.0f} s (last: {last}). See the "
-        f"service's logs: gcloud run services logs read {url.split('//')[1].split('-')[0]} "
-        f"--region REGION. {RESUME}"
+        f"service's logs: gcloud run services logs read {outputs['service_name']} "
+        f"--region {outputs['region']} --project {outputs['project_id']}. {RESUME}"
     )
 
 
@@ -154,13 +155,12 @@ def deploy(
         url = outputs["service_url"]
         job = outputs["migration_job_name"]
         client = outputs["client_service_account"]
-        audience = outputs["client_audience"]
     except KeyError as e:
         raise DeployError(f"terraform output lacks {e}: {RESUME}") from None
     echo("== 4/5 schema migration")
     run_migration(stack, job)
     echo("== 5/5 waiting for the service through IAP")
-    waited = wait_for_health(url, audience, client, health_timeout, echo)
+    waited = wait_for_health(outputs, health_timeout, echo)
     echo(f"Healthy after {waited:.0f} s.")
     return Deployed(url, client, outputs)
 
@@ -209,13 +209,7 @@ def status(settings: Settings, runner: Runner, check_health: bool = True) -> lis
         lines.append("service      not found")
     if check_health and r.returncode == 0:
         try:
-            waited = wait_for_health(
-                outputs["service_url"],
-                outputs["client_audience"],
-                outputs["client_service_account"],
-                20,
-                lambda _: None,
-            )
+            waited = wait_for_health(outputs, 20, lambda _: None)
             lines.append(f"health       ok ({waited:.1f} s)")
         except DeployError as e:
             lines.append(f"health       FAILING: {e}")
@@ -243,16 +237,16 @@ def destroy_summary(settings: Settings, delete_data: bool) -> str:
 def destroy(settings: Settings, runner: Runner, delete_data: bool) -> None:
     stack = Stack(settings, runner)
     image = image_build.image_reference(stack.project, stack.region)
-    stack.render_tfvars(image)
-    stack.init()
     if delete_data:
         runner.echo("Lifting deletion protection on the database, service and bucket ...")
+        # apply() renders the tfvars with protection off; the destroy below reads the same file.
         apply(
             stack, image, overrides={"deletion_protection": False, "artifacts_force_destroy": True}
         )
-        stack.render_tfvars(image, {"deletion_protection": False, "artifacts_force_destroy": True})
         stack.destroy()
     else:
+        stack.render_tfvars(image)
+        stack.init()
         stack.destroy(KEEP_DATA_TARGETS)
     if stack.outputs_path.exists() and not runner.dry_run:
         stack.outputs_path.unlink()
@@ -260,8 +254,3 @@ def destroy(settings: Settings, runner: Runner, delete_data: bool) -> None:
         f"Destroyed. Terraform's state stays in gs://{settings['state_bucket']} "
         f"({stack.state_prefix})."
     )
-
-
-def require_valid(settings: Settings) -> None:
-    if settings.problems:
-        raise DeployError("the vars file has problems; run `deployer validate` to list them")

@@ -223,7 +223,7 @@ def tracking_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def client_exports(setup: LocalSetup, url: str) -> list[str]:
+def client_exports(paths: LocalPaths, url: str) -> list[str]:
     """Lines a person can paste into a shell to point MLflow clients at this server.
 
     The password is read from its 0600 file by the shell, so it never lands in a log.
@@ -231,7 +231,7 @@ def client_exports(setup: LocalSetup, url: str) -> list[str]:
     return [
         f"export MLFLOW_TRACKING_URI={url}",
         f"export MLFLOW_TRACKING_USERNAME={ADMIN_USERNAME}",
-        f'export MLFLOW_TRACKING_PASSWORD="$(cat {setup.paths.admin_password})"',
+        f'export MLFLOW_TRACKING_PASSWORD="$(cat {paths.admin_password})"',
     ]
 
 
@@ -308,7 +308,7 @@ def banner(setup: LocalSetup, url: str, host: str) -> str:
     else:
         lines.append(f"UI login: {ADMIN_USERNAME}, password in {setup.paths.admin_password}")
     lines += ["", "To log to it from another shell, paste:"]
-    lines += [f"  {line}" for line in client_exports(setup, url)]
+    lines += [f"  {line}" for line in client_exports(setup.paths, url)]
     lines += ["", "Press Ctrl-C to stop; your runs stay in the data folder.", ""]
     return "\n".join(lines)
 

@@ -214,11 +214,6 @@ class Stack:
             self.outputs_path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
         return values
 
-    def cached_outputs(self) -> dict[str, Any]:
-        if self.outputs_path.exists():
-            return json.loads(self.outputs_path.read_text())
-        return {}
-
     def destroy(self, targets: tuple[str, ...] = ()) -> None:
         args = [
             "destroy",

@@ -18,7 +18,6 @@ from deployer import vars as vars_file
 from tests.conftest import REPO, console_script
 from tests.support.google_fakes import GoogleFakes
 from tests.support.http import LocalHttpServer, Response
-from tests.support.processes import base_env
 
 FAKES = REPO / "tests" / "support" / "fake_cli"
 PROJECT = "acme-ml"
@@ -49,19 +48,14 @@ class World:
             script.chmod(0o755)
         (root / "vars").write_text(GOOD_VARS)
         key = fakes.key_file(CLIENT_SA, root / "client-key.json")
-        self.env = base_env()
-        self.env.update(
-            {
-                "PATH": f"{self.bin}:{os.environ['PATH']}",
-                "FAKE_CLOUD_DIR": str(self.cloud),
-                "FAKE_CLI_LOG": str(self.log),
-                "FAKE_PROJECT": PROJECT,
-                "FAKE_SERVICE_URL": health.url,
-                "GOOGLE_APPLICATION_CREDENTIALS": str(key),
-                "CLOUDSDK_CONFIG": str(root / "gcloud-config"),
-                "GCE_METADATA_HOST": "127.0.0.1:9",
-                "GCE_METADATA_IP": "127.0.0.1:9",
-            }
+        self.env = fakes.client_env(
+            root,
+            PATH=f"{self.bin}:{os.environ['PATH']}",
+            FAKE_CLOUD_DIR=str(self.cloud),
+            FAKE_CLI_LOG=str(self.log),
+            FAKE_PROJECT=PROJECT,
+            FAKE_SERVICE_URL=health.url,
+            GOOGLE_APPLICATION_CREDENTIALS=str(key),
         )
 
     def deployer(
@@ -337,6 +331,7 @@ def test_health_that_never_comes_up_fails_with_where_to_look(world, health):
     assert result.returncode != 0
     assert "did not answer 200 within 6 s (last: HTTP 503)" in result.stderr
     assert "gcloud run services logs read" in result.stderr
+    assert "--region europe-west1 --project acme-ml" in result.stderr
 
 
 def test_a_missing_tool_is_one_line_with_the_install_hint(world):
