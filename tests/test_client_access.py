@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -22,13 +21,12 @@ from tests.support.cloud_server import migrate_and_serve, running_stack
 from tests.support.google_endpoints.sitecustomize import point_google_auth_at
 from tests.support.google_fakes import WIF_AUDIENCE, GoogleFakes
 from tests.support.iap_proxy import IapProxy
-from tests.support.processes import base_env, free_port, wait_healthy
+from tests.support.processes import free_port, wait_healthy
 
 PROJECT = "test-project"
 CLIENT_SA = f"mlflow-log-pusher@{PROJECT}.iam.gserviceaccount.com"
 CI_SA = f"ci-runner@{PROJECT}.iam.gserviceaccount.com"
 ALICE = "alice@example.com"
-SITECUSTOMIZE = REPO / "tests" / "support" / "google_endpoints"
 MALLORY = "mallory@elsewhere.org"
 
 
@@ -58,26 +56,6 @@ def world(tmp_path_factory):
             fakes.close()
 
 
-def creds_env(root: Path, fakes: GoogleFakes, **extra: str) -> dict[str, str]:
-    """An environment with no Google credentials but those given: no gcloud config, and a
-    metadata server address that refuses at once."""
-    gcloud = root / "gcloud-empty"
-    gcloud.mkdir(exist_ok=True)
-    env = base_env()
-    env.update(
-        {
-            "CLOUDSDK_CONFIG": str(gcloud),
-            "GCE_METADATA_HOST": "127.0.0.1:9",
-            "GCE_METADATA_IP": "127.0.0.1:9",
-            "IAM_CREDENTIALS_ENDPOINT": fakes.url,
-            "DEPLOYER_TEST_GOOGLE_FAKES": fakes.url,
-            "PYTHONPATH": str(SITECUSTOMIZE),
-        }
-    )
-    env.update(extra)
-    return env
-
-
 def deployer_token(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [console_script("deployer"), "token", *args],
@@ -91,7 +69,7 @@ def deployer_token(env: dict[str, str], *args: str) -> subprocess.CompletedProce
 def test_user_adc_impersonates_the_client_account(world):
     fakes, proxy, root = world
     adc = fakes.user_adc_file(ALICE, root / "alice.json")
-    env = creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(adc))
+    env = fakes.client_env(root, GOOGLE_APPLICATION_CREDENTIALS=str(adc))
     before = fakes.counters.sign_jwt
     result = deployer_token(env, "--audience", proxy.url, "--impersonate", CLIENT_SA)
     assert result.returncode == 0, result.stderr
@@ -113,7 +91,7 @@ def test_client_accounts_own_key_file_signs_locally(world):
     key = fakes.key_file(CLIENT_SA, root / "client-key.json")
     before = fakes.counters.sign_jwt
     result = deployer_token(
-        creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(key)),
+        fakes.client_env(root, GOOGLE_APPLICATION_CREDENTIALS=str(key)),
         "--audience",
         proxy.url,
         "--format",
@@ -130,7 +108,7 @@ def test_other_key_file_signs_through_iam(world):
     fakes, proxy, root = world
     key = fakes.key_file(CI_SA, root / "ci-key.json")
     result = deployer_token(
-        creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(key)),
+        fakes.client_env(root, GOOGLE_APPLICATION_CREDENTIALS=str(key)),
         "--audience",
         proxy.url,
         "--impersonate",
@@ -148,7 +126,7 @@ def test_impersonated_adc_signs_as_its_target(world):
     fakes, proxy, root = world
     adc = fakes.impersonated_adc_file(ALICE, CLIENT_SA, root / "impersonated.json")
     result = deployer_token(
-        creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(adc)), "--audience", proxy.url
+        fakes.client_env(root, GOOGLE_APPLICATION_CREDENTIALS=str(adc)), "--audience", proxy.url
     )
     assert result.returncode == 0, result.stderr
     assert proxy.identify(result.stdout.strip()) == CLIENT_SA
@@ -158,7 +136,7 @@ def test_metadata_server_in_ci(world):
     fakes, proxy, root = world
     fakes.metadata_account = CI_SA
     try:
-        env = creds_env(root, fakes, **fakes.metadata_env())
+        env = fakes.client_env(root, **fakes.metadata_env())
         env["MLFLOW_TRACKING_URI"] = proxy.url
         env[mlflow_auth.ENV_SERVICE_ACCOUNT] = CLIENT_SA
         result = deployer_token(env)
@@ -184,7 +162,7 @@ def test_metadata_server_in_ci(world):
 def test_every_failure_is_one_line_with_its_fix(world, case, needles):
     fakes, proxy, root = world
     args = ["--audience", proxy.url, "--impersonate", CLIENT_SA]
-    env = creds_env(root, fakes)
+    env = fakes.client_env(root)
     if case == "not a token creator":
         env["GOOGLE_APPLICATION_CREDENTIALS"] = str(
             fakes.user_adc_file(MALLORY, root / "mallory.json")
@@ -213,7 +191,7 @@ def plugin_env(world, monkeypatch):
     """This process as a researcher: user ADC, the plugin on, tracking URI = the service."""
     fakes, proxy, root = world
     adc = fakes.user_adc_file(ALICE, root / f"alice-{time.time_ns()}.json")
-    for k, v in creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(adc)).items():
+    for k, v in fakes.client_env(root, GOOGLE_APPLICATION_CREDENTIALS=str(adc)).items():
         if k.startswith(("GOOGLE_", "CLOUDSDK_", "IAM_")):
             monkeypatch.setenv(k, v)
     point_google_auth_at(fakes.url, monkeypatch.setattr)
@@ -290,7 +268,7 @@ def test_a_refused_token_is_reminted_once(plugin_env):
 def test_track_experiment_example_runs_unchanged_through_iap(world):
     fakes, proxy, root = world
     adc = fakes.user_adc_file(ALICE, root / "example.json")
-    env = creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(adc))
+    env = fakes.client_env(root, GOOGLE_APPLICATION_CREDENTIALS=str(adc))
     env.update(
         {
             "MLFLOW_TRACKING_URI": proxy.url,
@@ -359,7 +337,7 @@ def test_tokens_are_rejected_by_the_stand_in_when_forged(world):
     fakes, proxy, root = world
     key = fakes.key_file(CLIENT_SA, root / "forge.json")
     result = deployer_token(
-        creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(key)), "--audience", proxy.url
+        fakes.client_env(root, GOOGLE_APPLICATION_CREDENTIALS=str(key)), "--audience", proxy.url
     )
     good = result.stdout.strip()
     h, _, s = good.split(".")
@@ -378,7 +356,7 @@ def test_github_actions_workload_identity_federation(world):
     oidc = root / "github-oidc.jwt"
     oidc.write_text(fakes.github_oidc_token(repo, WIF_AUDIENCE))
     creds = fakes.external_account_file(oidc, root / "wif.json")
-    env = creds_env(root, fakes, GOOGLE_APPLICATION_CREDENTIALS=str(creds))
+    env = fakes.client_env(root, GOOGLE_APPLICATION_CREDENTIALS=str(creds))
     env.update({"MLFLOW_TRACKING_URI": proxy.url, mlflow_auth.ENV_SERVICE_ACCOUNT: CLIENT_SA})
     result = deployer_token(env)
     assert result.returncode == 0, result.stderr

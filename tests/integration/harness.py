@@ -192,27 +192,16 @@ class Stack:
         """A researcher's shell: their ADC, the plugin on, the URL of the service."""
         assert self.fakes is not None
         adc = self.fakes.user_adc_file(user, self.root / f"adc-{user}-{os.getpid()}.json")
-        gcloud = self.root / "gcloud-empty"
-        gcloud.mkdir(exist_ok=True)
-        env = base_env()
-        env.update(
-            {
-                "MLFLOW_TRACKING_URI": self.url,
-                "MLFLOW_TRACKING_AUTH": "deployer-iap",
-                "MLFLOW_IAP_SERVICE_ACCOUNT": CLIENT_SA,
-                "GOOGLE_APPLICATION_CREDENTIALS": str(adc),
-                "CLOUDSDK_CONFIG": str(gcloud),
-                "GCE_METADATA_HOST": "127.0.0.1:9",
-                "GCE_METADATA_IP": "127.0.0.1:9",
-                "IAM_CREDENTIALS_ENDPOINT": self.fakes.url,
-                "DEPLOYER_TEST_GOOGLE_FAKES": self.fakes.url,
-                "PYTHONPATH": str(REPO / "tests" / "support" / "google_endpoints"),
-                "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(16 * 1024 * 1024),
-                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7",
-                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-            }
+        return self.fakes.client_env(
+            self.root,
+            MLFLOW_TRACKING_URI=self.url,
+            MLFLOW_TRACKING_AUTH="deployer-iap",
+            MLFLOW_IAP_SERVICE_ACCOUNT=CLIENT_SA,
+            GOOGLE_APPLICATION_CREDENTIALS=str(adc),
+            MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE=str(16 * 1024 * 1024),
+            MLFLOW_HTTP_REQUEST_MAX_RETRIES="7",
+            MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1",
         )
-        return env
 
     # ----- what the stores hold -------------------------------------------------------------
     def db_count(self, sql: str, *params: object) -> int:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from deployer import jose
 from tests.support.http import LocalHttpServer, Request, Response
+from tests.support.processes import base_env
 
 GOOGLE_ISSUER = "https://accounts.google.com"
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
@@ -157,6 +158,26 @@ class GoogleFakes:
 
     def metadata_env(self) -> dict[str, str]:
         return {"GCE_METADATA_HOST": self.host, "GCE_METADATA_IP": self.host}
+
+    def client_env(self, root: Path, **extra: str) -> dict[str, str]:
+        """A client's environment with no Google credentials but those in `extra`: no gcloud
+        config, a metadata server address that refuses at once, and google-auth's fixed
+        endpoints pointed at these fakes (see google_endpoints/sitecustomize.py)."""
+        gcloud = root / "gcloud-empty"
+        gcloud.mkdir(exist_ok=True)
+        env = base_env()
+        env.update(
+            {
+                "CLOUDSDK_CONFIG": str(gcloud),
+                "GCE_METADATA_HOST": "127.0.0.1:9",
+                "GCE_METADATA_IP": "127.0.0.1:9",
+                "IAM_CREDENTIALS_ENDPOINT": self.url,
+                "DEPLOYER_TEST_GOOGLE_FAKES": self.url,
+                "PYTHONPATH": str(Path(__file__).with_name("google_endpoints")),
+            }
+        )
+        env.update(extra)
+        return env
 
     # ----- verification (what IAP / the stand-in does) -----------------------------------
     def google_public_key(self, kid: str):
