@@ -71,8 +71,10 @@ def start(argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | No
     return Proc(popen, log)
 
 
-def wait_healthy(url: str, proc: Proc | None = None, timeout: float = 90) -> float:
-    """Poll url/health until 200; return seconds waited."""
+def wait_healthy(
+    url: str, proc: Proc | None = None, timeout: float = 90, interval: float = 0.1
+) -> float:
+    """Poll url/health every `interval` seconds until 200; return seconds waited."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if proc is not None and proc.popen.poll() is not None:
@@ -84,7 +86,7 @@ def wait_healthy(url: str, proc: Proc | None = None, timeout: float = 90) -> flo
                 return time.monotonic() - t0
         except requests.RequestException:
             pass
-        time.sleep(0.1)
+        time.sleep(interval)
     raise AssertionError(
         f"{url}/health not healthy after {timeout}s"
         + ("" if proc is None else ":\n" + proc.output()[-4000:])
