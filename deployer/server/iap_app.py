@@ -27,8 +27,14 @@ IDENTITY_ENVIRON_KEY = "deployer.iap.email"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def _unauthorized(start_response: Callable[..., Any], reason: str) -> list[bytes]:
-    body = json.dumps({"error_code": "UNAUTHENTICATED", "message": reason}).encode()
+def _rejection(error: jose.TokenError) -> bytes:
+    """The 401 body MLflow clients understand, for the WSGI and the ASGI path alike."""
+    message = f"IAP assertion rejected: {error}"
+    return json.dumps({"error_code": "UNAUTHENTICATED", "message": message}).encode()
+
+
+def _unauthorized(start_response: Callable[..., Any], error: jose.TokenError) -> list[bytes]:
+    body = _rejection(error)
     start_response(
         "401 Unauthorized",
         [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
@@ -59,7 +65,7 @@ class IapMiddleware:
             who = self.verifier.verify(environ.get("HTTP_X_GOOG_IAP_JWT_ASSERTION"))
         except jose.TokenError as e:
             _logger.warning("rejected %s %s: %s", environ.get("REQUEST_METHOD"), path, e)
-            return _unauthorized(start_response, f"IAP assertion rejected: {e}")
+            return _unauthorized(start_response, e)
         environ[IDENTITY_ENVIRON_KEY] = who.email
         # Basic-auth-style attribution for MLflow features that read the REMOTE_USER.
         environ["REMOTE_USER"] = who.email
@@ -88,9 +94,7 @@ class AsgiIapGuard:
         try:
             self.verifier.verify(assertion)
         except jose.TokenError as e:
-            body = json.dumps(
-                {"error_code": "UNAUTHENTICATED", "message": f"IAP assertion rejected: {e}"}
-            ).encode()
+            body = _rejection(e)
             await send(
                 {
                     "type": "http.response.start",
