@@ -408,16 +408,20 @@ class Container:
         return code if status in ("exited", "stopped", "dead") else None
 
     def logs(self, tail: int = 50) -> str:
-        """The container's last `tail` lines, stdout and stderr together."""
+        """The container's last `tail` lines, stdout and stderr together.
+
+        Read whole and cut here: podman 4.3's `logs --tail N` returns nothing for some
+        containers that exited (k8s-file log driver) while `logs` shows every line.
+        """
         result = subprocess.run(
-            ["podman", "logs", "--tail", str(tail), self.name],
+            ["podman", "logs", self.name],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             timeout=60,
             env=podman_env(),
         )
-        return result.stdout.rstrip()
+        return "\n".join(result.stdout.rstrip().splitlines()[-tail:])
 
     def failed(self, message: str, tail: int = 30) -> ContainerFailed:
         code = self.exit_code()
@@ -438,7 +442,11 @@ class Container:
         raise self.failed(f"{path} did not answer 200 within {timeout:.0f} s")
 
     def stop(self, grace: float = 10) -> int:
-        """SIGTERM, then SIGKILL after `grace` seconds (Cloud Run gives 10 s); the exit code."""
+        """SIGTERM, then SIGKILL after `grace` seconds; the exit code (137 when killed).
+
+        Cloud Run sends SIGTERM and kills 10 s later:
+        https://cloud.google.com/run/docs/container-contract#lifecycle
+        """
         podman("stop", "--time", str(int(grace)), self.name, timeout=grace + 60)
         return self._state()[1]
 
