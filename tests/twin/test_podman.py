@@ -34,7 +34,8 @@ def test_the_base_is_read_from_the_dockerfile(tmp_path):
     assert podman.from_images(dockerfile) == ["python:3.11-slim-bookworm", "debian:bookworm-slim"]
 
 
-def test_the_mirror_is_read_from_apt_sources(tmp_path):
+def test_the_mirror_is_read_from_apt_sources(tmp_path, monkeypatch):
+    monkeypatch.delenv("TWIN_DEBIAN_MIRROR", raising=False)
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list").write_text(
         "# deb http://old.example/debian bookworm main\n"
@@ -50,9 +51,12 @@ def test_the_mirror_is_read_from_apt_sources(tmp_path):
     assert podman.debian_mirror(tmp_path) == "http://one-line.example/debian"
 
 
-def test_no_mirror_is_one_clear_line(tmp_path):
-    with pytest.raises(podman.PodmanError, match=r"no Debian bookworm mirror .* add one"):
+def test_no_mirror_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("TWIN_DEBIAN_MIRROR", raising=False)
+    with pytest.raises(podman.PodmanError, match=r"no Debian bookworm mirror .* TWIN_DEBIAN_MIRR"):
         podman.debian_mirror(tmp_path)
+    monkeypatch.setenv("TWIN_DEBIAN_MIRROR", "http://override.example/debian")
+    assert podman.debian_mirror(tmp_path) == "http://override.example/debian"
 
 
 def test_missing_tools_name_the_make_target(monkeypatch, tmp_path):
