@@ -14,7 +14,8 @@ API (the twin and the serving bench use exactly this):
     ensure_base_image(name=None) -> str  the stand-in for image/Dockerfile's FROM (or `name`)
     build_image(context_dir, dockerfile, tag, inputs_hash=None) -> str
                                          podman build, skipped when an image built from the same
-                                         inputs exists (label mlflow-twin.inputs); returns tag
+                                         inputs and base exists (tagged CACHE_REPO:KEY); returns
+                                         tag (also labelled mlflow-twin.inputs=KEY)
     server_image(tag=...) -> str         build_image of this repository's image/Dockerfile
     run_container(image, *, name, env, args=None, port=None, volumes=None, user=None,
                   network="host") -> Container
@@ -59,6 +60,7 @@ TOOLS = ("podman", "runc", "mmdebstrap")
 INPUTS_LABEL = "mlflow-twin.inputs"
 BASE_LABEL = "mlflow-twin.base-recipe"
 SERVER_TAG = "localhost/mlflow-twin/mlflow-server"
+CACHE_REPO = "localhost/mlflow-twin/build-cache"
 
 CONTAINERS_CONF = """\
 # Written by tests/twin/podman.py: how podman runs on these machines (see its docstring).
@@ -340,6 +342,17 @@ def _build_mounts() -> list[str]:
     return mounts
 
 
+def build_key(context_dir: Path, dockerfile: Path, inputs_hash: str | None = None) -> str:
+    """`inputs_hash` (default: `inputs_hash_of`) and the IDs of the FROM images, hashed."""
+    bases = [ensure_base_image(name) for name in from_images(dockerfile)]
+    inputs = inputs_hash or inputs_hash_of(context_dir, dockerfile)
+    return hashlib.sha256(":".join([inputs, *map(image_id, bases)]).encode()).hexdigest()[:16]
+
+
+def cache_ref(key: str) -> str:
+    return f"{CACHE_REPO}:{key}"
+
+
 def build_image(
     context_dir: Path | str,
     dockerfile: Path | str,
@@ -347,25 +360,23 @@ def build_image(
     inputs_hash: str | None = None,
     timeout: float = 1200,
 ) -> str:
-    """podman build, unless an image built from the same inputs and base exists; returns tag.
+    """podman build, unless an image built from the same inputs and bases exists; returns tag.
 
-    The cache key is `inputs_hash` (default: `inputs_hash_of`) plus the IDs of the FROM images,
-    stored as the label mlflow-twin.inputs; a hit is only (re)tagged.
+    Each build is also tagged CACHE_REPO:KEY (see build_key); a hit is only (re)tagged. A tag,
+    not a label, marks the cache: podman puts a build's labels on the intermediate images of
+    every stage too, so a label lookup can find the build stage instead of the image.
     """
     context_dir, dockerfile = Path(context_dir), Path(dockerfile)
-    bases = [ensure_base_image(name) for name in from_images(dockerfile)]
-    inputs = inputs_hash or inputs_hash_of(context_dir, dockerfile)
-    key = hashlib.sha256(":".join([inputs, *map(image_id, bases)]).encode()).hexdigest()[:16]
-    found = podman("images", "-q", "--no-trunc", "--filter", f"label={INPUTS_LABEL}={key}").stdout
-    if found.split():
-        tag_to(found.split()[0], tag)
+    key = build_key(context_dir, dockerfile, inputs_hash)
+    if image_exists(cache_ref(key)):
+        tag_to(cache_ref(key), tag)
         say(f"image {tag} is built from these inputs ({key}): no build")
         return tag
-    say(f"building {tag} from {dockerfile.relative_to(context_dir)} (inputs {key}) ...")
+    say(f"building {tag} from {dockerfile} (inputs {key}) ...")
     t0 = time.monotonic()
     argv = ["build", "--pull=never", "--network", "host", *_build_mounts()]
-    argv += ["--label", f"{INPUTS_LABEL}={key}", "-f", str(dockerfile), "-t", tag, str(context_dir)]
-    _stream_build(argv, timeout)
+    argv += ["--label", f"{INPUTS_LABEL}={key}", "-f", str(dockerfile), "-t", cache_ref(key)]
+    _stream_build([*argv, "-t", tag, str(context_dir)], timeout)
     say(f"built {tag} in {time.monotonic() - t0:.0f} s")
     return tag
 

@@ -160,6 +160,36 @@ def test_tag_and_remove_image(base):
     podman.remove_image(alias)  # already gone: fine
 
 
+def test_a_small_build_is_cached_by_its_inputs(base, tmp_path, capsys):
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(f"FROM {base}\nCOPY app.txt /app.txt\nUSER 10001\n")
+    ref = f"localhost/twin-test/small:{os.getpid()}"
+    keys = []
+    try:
+        for content in (f"one {time.time_ns()}", f"two {time.time_ns()}"):
+            (tmp_path / "app.txt").write_text(content)
+            keys.append(podman.build_key(tmp_path, dockerfile))
+            podman.build_image(tmp_path, dockerfile, ref)
+            assert "built " in capsys.readouterr().err
+            built = podman.image_id(ref)
+            podman.build_image(tmp_path, dockerfile, ref)
+            assert "no build" in capsys.readouterr().err and podman.image_id(ref) == built
+            assert podman.image_label(ref, podman.INPUTS_LABEL) == keys[-1]
+            code, out = podman.run_to_completion(ref, ["sh", "-c", "id -u; cat /app.txt"])
+            assert (code, out) == (0, f"10001\n{content}")  # the image, not its build stage
+        assert keys[0] != keys[1]
+    finally:
+        for name in [ref, *map(podman.cache_ref, keys)]:
+            podman.remove_image(name)
+
+
+def test_a_failed_build_shows_its_last_lines(base, tmp_path):
+    (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN echo boom-marker && false\n")
+    with pytest.raises(podman.PodmanError, match=r"podman build failed(?s:.*)boom-marker"):
+        podman.build_image(tmp_path, tmp_path / "Dockerfile", "localhost/twin-test/broken:1")
+    assert not podman.image_exists("localhost/twin-test/broken:1")
+
+
 # --- the real image ----------------------------------------------------------------------------
 
 
