@@ -22,13 +22,15 @@ API (the twin and the serving bench use exactly this):
         .url  .logs(tail=50)  .wait_healthy(path="/health", timeout=120) -> seconds
         .exited()  .exit_code()  .stop(grace=10) -> exit code  .remove()   (a context manager)
     run_to_completion(image, args, env=None, volumes=None, timeout=600, ...) -> (code, log tail)
-    image_exists(ref)  tag(src, dest)  remove_image(ref)  image_label(ref, key)
+    image_exists(ref)  tag(src, dest)  remove_image(ref)  image_label(ref, key)  image_id(ref)
+    podman(*args) -> CompletedProcess    any other podman call, with the same configuration
 
 Containers run as Cloud Run runs them: only the env given (plus $PORT when `port` is given), the
 image's own USER unless `user` is given, `volumes` ({host path: container path[:ro]}) bind-
 mounted (the twin mounts its Cloud SQL socket folder as /cloudsql), and by default the host's
 network, so 127.0.0.1 services (fake GCS, fake Google endpoints) are reachable as they are from
 the test. Env values go to podman through its own environment (`-e NAME`), never its argv.
+Nothing is ever pulled (`--pull=never`): an image the twin never built or tagged fails to run.
 Failures raise ContainerFailed carrying the exit code and the container's last log lines.
 
 Where things live: images in podman's default storage (/var/lib/containers/storage as root);
@@ -499,7 +501,8 @@ def run_container(
     env = dict(env)
     if port is not None:
         env["PORT"] = str(port)
-    argv = ["run", "--detach", "--replace", "--name", name, "--network", network]
+    # Never pull: a name the twin never built or "pushed" must fail, not reach a registry.
+    argv = ["run", "--pull=never", "--detach", "--replace", "--name", name, "--network", network]
     if port is not None and network != "host":
         argv += ["--publish", f"127.0.0.1:{port}:{port}"]
     for key in env:

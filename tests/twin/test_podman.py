@@ -260,3 +260,12 @@ def test_a_missing_volume_source_is_refused_before_podman_runs(tmp_path):
         podman.run_container(
             "unused", name=f"{NAME}-novol", env={}, volumes={Path(tmp_path, "nope"): "/cloudsql"}
         )
+
+
+def test_an_image_never_built_is_not_pulled():
+    t0 = time.monotonic()
+    with pytest.raises(podman.PodmanError, match=r"podman run failed(?s:.*)image not known"):
+        podman.run_container(
+            "europe-west1-docker.pkg.dev/twin-none/mlflow/never:1", name=f"{NAME}-never", env={}
+        )
+    assert time.monotonic() - t0 < 20
