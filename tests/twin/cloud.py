@@ -90,6 +90,7 @@ class Worker:
                 if planned.get(attr) is None:
                     planned[attr] = UNKNOWN
         behaviour.plan(self.ctx, prior, planned)
+        planned = {k: planned[k] for k in proposed}  # the schema's attributes, no more
         return {"state": planned, "requires_replace": sorted(set(replace))}
 
     def apply(self, kind: str, prior: Any, planned: Any, config: Any) -> dict[str, Any]:
@@ -98,7 +99,8 @@ class Worker:
             behaviour.delete(self.ctx, prior)
             self.ctx.forget(kind, prior)
             return {"state": None}
-        state = dict(planned)
+        # What the plan left unknown is the behaviour's to compute; it starts out empty.
+        state = {k: (None if is_unknown(v) else v) for k, v in planned.items()}
         try:
             if prior is None:
                 behaviour.create(self.ctx, state, config or {})
@@ -108,7 +110,7 @@ class Worker:
             if prior is not None:
                 raise
             raise
-        state = known_or_none(state)
+        state = known_or_none({k: state[k] for k in planned})
         self.ctx.remember(kind, state)
         return {"state": state}
 
@@ -132,7 +134,7 @@ class Worker:
     def data(self, kind: str, config: dict[str, Any]) -> dict[str, Any]:
         state = dict(config)
         resources.data_source(kind)(self.ctx, state)
-        return {"state": known_or_none(state)}
+        return {"state": known_or_none({k: state[k] for k in config})}
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request["op"]

@@ -7,6 +7,7 @@ Run as `python -m tests.twin.gcloud ARGS...` (the twin's bin/gcloud launcher doe
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -178,6 +179,9 @@ def builds_submit(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
     if f"{host}/{project}/{repo}" not in repos:
         return fail(f'name unknown: Repository "{repo}" not found')
     root = Path(words[2])
+    # Cloud Build runs on Google's network, not behind the owner's shell: drop the twin's proxy.
+    for name in ("HTTPS_PROXY", "https_proxy", "REQUESTS_CA_BUNDLE", "PYTHONPATH"):
+        os.environ.pop(name, None)
     print("Creating temporary archive of the source ...", flush=True)
     podman.build_image(root, root / "image" / "Dockerfile", image)
     print(f"PUSH {image}", flush=True)
