@@ -149,6 +149,8 @@ class Stack:
     def render_tfvars(self, image: str, overrides: dict[str, Any] | None = None) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
         values = self.settings.tfvars(image)
+        # Terraform names every resource after the environment too (two can share a project).
+        values["environment"] = self.settings.environment
         values.update(overrides or {})
         self.tfvars_path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
         return self.tfvars_path

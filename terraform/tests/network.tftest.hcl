@@ -45,6 +45,10 @@ run "a_connector_in_a_new_network" {
     error_message = "a new network gets its own private services connection"
   }
   assert {
+    condition     = google_service_networking_connection.private_services[0].update_on_creation_fail
+    error_message = "a re-created network must take over the connection Service Networking remembers"
+  }
+  assert {
     condition     = length(google_compute_firewall.deny_ingress) == 1
     error_message = "a network we create must deny ingress"
   }

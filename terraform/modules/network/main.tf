@@ -91,6 +91,12 @@ resource "google_service_networking_connection" "private_services" {
   service                 = "servicenetworking.googleapis.com"
   reserved_peering_ranges = [google_compute_global_address.private_services[0].name]
   deletion_policy         = "ABANDON"
+  # Service Networking remembers a network's connection after the network is deleted, so a
+  # re-created network of the same name fails CreateConnection: update it instead ("enforce an
+  # update of the reserved peering ranges on the existing service networking connection in case
+  # of a new connection creation failure" - the provider's docs). Only for a network made here:
+  # on someone else's network it would replace their ranges.
+  update_on_creation_fail = local.create_network
 }
 
 resource "google_vpc_access_connector" "this" {
