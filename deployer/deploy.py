@@ -41,7 +41,22 @@ def apply(
     overrides: dict[str, Any] | None = None,
     confirm: Callable[[PlanSummary], bool] | None = None,
 ) -> PlanSummary:
-    """render tfvars -> init -> plan -> (confirm) -> apply; no changes means nothing is applied."""
+    """render tfvars -> init -> plan -> (confirm) -> apply; no changes means nothing is applied.
+    The bootstrap apply (APIs and registry) is followed by IAP's service agent, which every
+    later full apply needs (`deployer deploy` and `deployer apply` both pass through it)."""
+    summary = _plan_and_apply(stack, image, targets, overrides, confirm)
+    if targets == BOOTSTRAP_TARGETS:
+        ensure_iap_service_agent(stack)
+    return summary
+
+
+def _plan_and_apply(
+    stack: Stack,
+    image: str,
+    targets: tuple[str, ...],
+    overrides: dict[str, Any] | None,
+    confirm: Callable[[PlanSummary], bool] | None,
+) -> PlanSummary:
     echo = stack.runner.echo
     stack.render_tfvars(image, overrides)
     if stack.runner.dry_run and not stack.state_bucket_exists():
@@ -176,8 +191,7 @@ def deploy(
     echo = runner.echo
     image = image_build.image_for(settings)
     echo(f"== 1/4 APIs, the image registry and IAP's service agent ({settings.environment})")
-    apply(stack, image, targets=BOOTSTRAP_TARGETS)
-    ensure_iap_service_agent(stack)
+    apply(stack, image, targets=BOOTSTRAP_TARGETS)  # then IAP's service agent
     echo(f"== 2/4 image {image}")
     image_build.build(runner, image, stack.project, stack.region, local_docker)
     echo("== 3/4 the stack (the schema migration runs before the new revision)")

@@ -372,6 +372,8 @@ def test_apply_before_the_image_exists_sets_up_the_registry_and_says_to_build(wo
     assert "is not built yet" in first.stderr and "deployer build" in first.stderr
     plans = [c for c in world.calls() if c["tool"] == "terraform" and c["argv"][1] == "plan"]
     assert all("-target=module.registry" in c["argv"] for c in plans)
+    # `deployer apply` alone also leaves IAP's service agent ready for the full apply.
+    assert any(c.startswith("gcloud beta services identity") for c in world.commands())
     assert world.deployer("build").returncode == 0
     second = world.deployer("apply", "--yes")
     assert second.returncode == 0, second.stderr
