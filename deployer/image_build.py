@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 
 from deployer.runner import Runner
-from deployer.stack import REPO_ROOT
+from deployer.stack import REPO_ROOT, deployment_name
 from deployer.vars import Settings
 
 IMAGE_NAME = "mlflow-server"
@@ -44,7 +44,7 @@ def content_tag(root: Path = REPO_ROOT) -> str:
 def repository_id(service_name: str, environment: str) -> str:
     """The Artifact Registry repository Terraform creates for this environment: terraform/main.tf's
     `local.name` (tests/test_terraform.py runs both rules on the same inputs)."""
-    return service_name if environment == "default" else f"{service_name}-{environment}"
+    return deployment_name(service_name, environment)
 
 
 def image_reference(project: str, region: str, repository: str, root: Path = REPO_ROOT) -> str:

@@ -488,6 +488,29 @@ def test_delete_data_leaves_a_network_it_did_not_create_alone(world):
     assert not any(c.startswith("gcloud compute networks") for c in world.commands())
 
 
+@pytest.mark.parametrize(
+    ("ranges", "reused"),
+    [
+        (None, False),  # no private services access yet: the stack creates it
+        (["mlflow-private-services"], False),  # ours, from an earlier deploy: keep managing it
+        (["corp-google-services"], True),  # someone else's: CreateConnection would fail
+    ],
+)
+def test_an_existing_networks_private_services_access_is_reused(world, ranges, reused):
+    (world.root / "vars").write_text(
+        GOOD_VARS + 'network_name = "shared-vpc"\nsubnetwork_name = "team"\n'
+    )
+    if ranges is not None:
+        (world.cloud / "peerings.json").write_text(json.dumps({"shared-vpc": ranges}))
+    result = world.deployer("deploy", "--health-timeout", "30")
+    assert result.returncode == 0, result.stderr
+    tfvars = json.loads(
+        (world.root / ".deployer" / "default" / "terraform.tfvars.json").read_text()
+    )
+    assert tfvars.get("reuse_private_services_access", False) is reused
+    assert ("already has private services access" in result.stdout) is reused
+
+
 def test_two_environments_push_to_their_own_registries(world):
     staging = vars_file.parse(GOOD_VARS + 'environment = "staging"\n')
     default = vars_file.parse(GOOD_VARS)

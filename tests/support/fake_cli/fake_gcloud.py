@@ -148,6 +148,22 @@ def main() -> None:
             save("service_agents", agents)
         number = "123456789012"
         print(json.dumps({"email": f"service-{number}@gcp-sa-iap.iam.gserviceaccount.com"}))
+    elif cmd.startswith("services vpc-peerings list"):
+        # $FAKE_CLOUD_DIR/peerings.json: {network: [reserved range names]} set by a test.
+        ranges = load("peerings", {}).get(flag("--network"))
+        connections = (
+            []
+            if ranges is None
+            else [
+                {
+                    "network": f"projects/123456789012/global/networks/{flag('--network')}",
+                    "peering": "servicenetworking-googleapis-com",
+                    "reservedPeeringRanges": ranges,
+                    "service": "services/servicenetworking.googleapis.com",
+                }
+            ]
+        )
+        print(json.dumps(connections))
     elif cmd.startswith("compute networks peerings"):
         removed = load("removed_peerings", [])
         if (args[4], flag("--network")) in [tuple(r) for r in removed]:
