@@ -12,7 +12,7 @@ TF_VENV := .venv-tf
 SCANNERS_VENV := .venv-scanners
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test local test test-long lint format lock tf-tools tf-check docs tf-schema ui-tools twin-tools bench \
+.PHONY: help install install-test local test test-long lint format lock tf-tools tf-check docs tf-schema ui-tools twin-tools e2e e2e-deploy bench \
         one-click-mlflow deploy docker apply destroy
 
 help: ## List the targets
@@ -68,8 +68,19 @@ tf-tools: $(TF_VENV)/.installed $(SCANNERS_VENV)/.installed ## Install Terraform
 tf-check: tf-tools ## Prove terraform/ offline: fmt, validate, terraform test, checkov, trivy
 	$(TF_VENV)/bin/python tests/terraform/tfcheck.py terraform
 
-test: $(BIN)/.installed-test tf-tools ui-tools twin-tools ## Install the test dependencies and run the whole suite
+test: $(BIN)/.installed-test tf-tools ui-tools twin-tools ## Install the test dependencies and run the whole suite, then make e2e
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory e2e
+
+# The local twin of a GCP project (tests/twin/): the real Terraform applies terraform/ to it and
+# the real image runs in podman. e2e-deploy is the one command alone; e2e is the team's whole day.
+E2E_PYTEST = TEST_SUMMARY_LABEL=e2e $(BIN)/python -m pytest -m e2e -p no:cacheprovider -o addopts=''
+
+e2e-deploy: $(BIN)/.installed-test tf-tools twin-tools ## make one-click-mlflow against a fresh twin, then /health through IAP
+	$(E2E_PYTEST) tests/twin/test_e2e.py -k one_click $(PYTEST_ARGS)
+
+e2e: $(BIN)/.installed-test tf-tools twin-tools ## The whole deploy, use, upgrade and destroy story on the twin, and its refusals
+	$(E2E_PYTEST) tests/twin $(PYTEST_ARGS)
 
 test-long: $(BIN)/.installed-test tf-tools ui-tools twin-tools ## The full load and fault runs as well (several minutes)
 	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)

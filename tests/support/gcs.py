@@ -40,6 +40,10 @@ class FakeGcs:
                 str(self.root),
                 "-external-url",
                 self.url,
+                # Path-style XML reads (GET /BUCKET/OBJECT, what Go clients such as Terraform's
+                # gcs backend use for downloads) are served only for the public host.
+                "-public-host",
+                f"127.0.0.1:{self.port}",
                 "-log-level",
                 "error",
             ],
@@ -72,6 +76,11 @@ class FakeGcs:
             timeout=10,
         )
         assert r.status_code in (200, 409), r.text
+
+    def buckets(self) -> list[dict]:
+        r = requests.get(f"{self.url}/storage/v1/b", timeout=30)
+        r.raise_for_status()
+        return r.json().get("items", [])
 
     def objects(self, bucket: str, prefix: str = "") -> dict[str, int]:
         """name -> size of every object under prefix."""

@@ -76,7 +76,7 @@ def cloudsql_mounts(doc: dict, template: dict, container: dict, account: str, tw
     """host dir -> container dir for each Cloud SQL volume, and warnings for the logs. Without
     roles/cloudsql.client the connector is refused (https://cloud.google.com/sql/docs/postgres/
     connect-run#configure), so the socket never appears in the container."""
-    mounts: dict[str, str] = {}
+    mounts: dict[str, str] = dict(doc["endpoints"].get("container_mounts", {}))
     notes: list[str] = []
     allowed = st.holds(doc, f"serviceAccount:{account}", "roles/cloudsql.client")
     by_name = {v["name"]: v for v in template.get("volumes") or []}
@@ -104,11 +104,12 @@ def _require_image(doc: dict, image: str, where: str) -> None:
         raise CloudError(f"{where} Image '{image}' not found.")
 
 
-def platform_env(doc: dict, port: int, **names: str) -> dict[str, str]:
+def platform_env(doc: dict, port: int, account: str, **names: str) -> dict[str, str]:
     """What the platform adds: PORT and K_* (container contract), and the twin's stand-ins for
-    Google's endpoints (metadata server, GCS, IAP's keys)."""
+    Google's endpoints (the metadata server of the revision's account, GCS, IAP's keys)."""
     env = {"PORT": str(port), **{k: v for k, v in names.items() if v}}
-    env.update(doc["endpoints"].get("container_env", {}))
+    for key, value in doc["endpoints"].get("container_env", {}).items():
+        env[key] = value.replace("{account}", account)
     return env
 
 
@@ -162,7 +163,7 @@ class Service(Behaviour):
         env = container_env(doc, container, account, where)
         mounts, notes = cloudsql_mounts(doc, template, container, account, ctx.twin.root)
         port = _free_port()
-        env.update(platform_env(doc, port, K_SERVICE=s["name"], K_REVISION=revision, K_CONFIGURATION=s["name"]))
+        env.update(platform_env(doc, port, account, K_SERVICE=s["name"], K_REVISION=revision, K_CONFIGURATION=s["name"]))
         handle = podman.run_container(
             container["image"],
             name=f"twin-{ctx.project_id}-{revision}",
@@ -193,6 +194,10 @@ class Service(Behaviour):
         base = f"{s['id']}/revisions/"
         s["latest_ready_revision"] = s["latest_created_revision"] = base + revision
         self._route(ctx, s, port, handle.name, account)
+        with ctx.twin.transaction() as d:
+            d["revisions"].append(
+                {"service": s["id"], "revision": revision, "image": container["image"], "ready_at": time.time()}
+            )
 
     def _route(self, ctx: Context, s: dict, port: int, container: str, account: str) -> None:
         old: list[str] = []
@@ -242,7 +247,7 @@ def execute(ctx: Context, job: dict, execution: str, timeout: float = 600) -> No
     _require_image(doc, container["image"], where)
     env = container_env(doc, container, account, where)
     mounts, notes = cloudsql_mounts(doc, template, container, account, ctx.twin.root)
-    env.update(platform_env(doc, 8080, CLOUD_RUN_JOB=job["name"], CLOUD_RUN_EXECUTION=execution))
+    env.update(platform_env(doc, 8080, account, CLOUD_RUN_JOB=job["name"], CLOUD_RUN_EXECUTION=execution))
     code, logs = podman.run_to_completion(
         container["image"],
         args=container.get("args") or [],

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+import threading
 import sys
 from pathlib import Path
 
@@ -42,6 +44,7 @@ class TwinGoogle(GoogleFakes):
 
     def __init__(self, twin: TwinState) -> None:
         self.twin = twin
+        self._metadata_lock = threading.Lock()
         super().__init__(project_id=twin.read()["project"]["id"])
 
     def sync(self) -> None:
@@ -56,7 +59,16 @@ class TwinGoogle(GoogleFakes):
         self.token_creators = creators
 
     def _route(self, req: Request) -> Response:
+        """/acct/EMAIL/... is the metadata server of an instance running as EMAIL: each Cloud
+        Run revision gets GCE_METADATA_HOST and GCE_METADATA_IP with that prefix (google-auth
+        puts the variable's value between `http://` and `/computeMetadata/v1/`)."""
         self.sync()
+        if req.path.startswith("/acct/"):
+            _, _, email, *rest = req.path.split("/", 3)
+            req.path = "/" + (rest[0] if rest else "")
+            with self._metadata_lock:
+                self.metadata_account = email
+                return self._metadata(req)
         return super()._route(req)
 
 
@@ -65,7 +77,11 @@ class Twin:
         self.root = root
         self.project_id = project_id
         self.region = region
-        self.state = TwinState(root / "twin")
+        # PostgreSQL runs as its own system user, which must reach the data and socket folders:
+        # the state lives in a short, world-traversable folder (pytest's tmp dirs are 0700).
+        state_dir = Path(tempfile.mkdtemp(prefix="twin-", dir="/tmp"))
+        state_dir.chmod(0o755)
+        self.state = TwinState(state_dir)
         self.bin = root / "bin"
 
     def start(self) -> Twin:
@@ -81,8 +97,16 @@ class Twin:
                 "container_env": {
                     "STORAGE_EMULATOR_HOST": self.gcs.url,
                     "IAP_JWKS_URL": self.keys.jwks_url,
-                    "GCE_METADATA_HOST": self.google.host,
-                    "GCE_METADATA_IP": self.google.host,
+                    "GCE_METADATA_HOST": self.google.host + "/acct/{account}",
+                    "GCE_METADATA_IP": self.google.host + "/acct/{account}",
+                    # Google's fixed API hosts (IAM Credentials for signBlob) are the twin's
+                    # fakes: the same google-auth seam the tests use, mounted read-only.
+                    "DEPLOYER_TEST_GOOGLE_FAKES": self.google.url,
+                    "IAM_CREDENTIALS_ENDPOINT": self.google.url,
+                    "PYTHONPATH": "/twin/google_endpoints",
+                },
+                "container_mounts": {
+                    str(REPO / "tests" / "support" / "google_endpoints"): "/twin/google_endpoints:ro"
                 },
             }
         self._write_tools()
@@ -95,20 +119,31 @@ class Twin:
             f"#!/bin/sh\ncd '{REPO}' 2>/dev/null; exec '{python}' -m tests.twin.gcloud \"$@\"\n"
         )
         providers = tfcheck.StandInProviders(self.root / "providers")
-        self.cli_config = providers.config
-        gcs_endpoint = f"{self.gcs.url}/storage/v1/"
-        # The real gcs backend, pointed at the twin's GCS (its storage_custom_endpoint setting).
+        self.cli_config = self._mirror(providers)
         (self.bin / "terraform").write_text(
             "#!/bin/sh\n"
-            f"export TF_CLI_CONFIG_FILE='{self.cli_config}' CHECKPOINT_DISABLE=1\n"
-            "unset PYTHONPATH\n"
-            'for a in "$@"; do [ "$a" = init ] && set -- "$@" '
-            f"'-backend-config=storage_custom_endpoint={gcs_endpoint}' "
-            "'-backend-config=access_token=ya29.twin' && break; done\n"
-            f"exec '{tfcheck.tf_python()}' '{tfcheck.HERE / 'terraform_cli.py'}' \"$@\"\n"
+            f"export TWIN_TF_CONFIG='{self.cli_config}' TWIN_TF_LOCK='{self.root / 'tf.lock.hcl'}'\n"
+            f"export TWIN_GCS_ENDPOINT='{self.gcs.url}/storage/v1/'\n"
+            f"exec '{tfcheck.tf_python()}' '{REPO / 'tests' / 'twin' / 'terraform_shim.py'}' \"$@\"\n"
         )
         for tool in ("gcloud", "terraform"):
             (self.bin / tool).chmod(0o755)
+
+    def _mirror(self, providers: tfcheck.StandInProviders) -> Path:
+        """dev_overrides run the stand-ins; Terraform 1.15's init still looks up providers
+        named in the state, so the same launchers also stand in a filesystem mirror."""
+        mirror = providers.root / "mirror"
+        for name, version in (("google", "8.7.0"), ("random", "3.9.1")):
+            folder = mirror / "registry.terraform.io" / "hashicorp" / name / version / "linux_amd64"
+            folder.mkdir(parents=True, exist_ok=True)
+            launcher = folder / f"terraform-provider-{name}_v{version}"
+            shutil.copyfile(providers.root / name / f"terraform-provider-{name}", launcher)
+            launcher.chmod(0o755)
+        text = providers.config.read_text().replace(
+            "  direct {}\n", f'  filesystem_mirror {{\n    path = "{mirror}"\n  }}\n'
+        )
+        providers.config.write_text(text)
+        return providers.config
 
     def env(self, **extra: str) -> dict[str, str]:
         """What an owner's shell has: the twin's gcloud/terraform first on PATH, user ADC for
@@ -151,3 +186,4 @@ class Twin:
         self.keys.close()
         self.gcs.stop()
         shutil.rmtree(self.root / "providers", ignore_errors=True)
+        shutil.rmtree(self.state.root, ignore_errors=True)

@@ -477,11 +477,15 @@ class Container:
 
 
 def _volume_args(volumes: Mapping[str | Path, str] | None) -> list[str]:
+    """--mount, not -v: Cloud SQL folders are named PROJECT:REGION:INSTANCE, and -v splits on
+    colons. A target ending in ":ro" is mounted read-only."""
     args: list[str] = []
     for host, target in (volumes or {}).items():
         if not Path(host).exists():
             raise PodmanError(f"volume source {host} does not exist")
-        args += ["-v", f"{host}:{target}"]
+        readonly = target.endswith(":ro")
+        spec = f"type=bind,source={host},target={target.removesuffix(':ro')}"
+        args += ["--mount", spec + (",readonly" if readonly else "")]
     return args
 
 
@@ -502,7 +506,10 @@ def run_container(
     if port is not None:
         env["PORT"] = str(port)
     # Never pull: a name the twin never built or "pushed" must fail, not reach a registry.
-    argv = ["run", "--pull=never", "--detach", "--replace", "--name", name, "--network", network]
+    # --http-proxy=false: podman passes the caller's proxy variables into containers by default;
+    # Cloud Run instances have none.
+    argv = ["run", "--pull=never", "--http-proxy=false", "--detach", "--replace"]
+    argv += ["--name", name, "--network", network]
     if port is not None and network != "host":
         argv += ["--publish", f"127.0.0.1:{port}:{port}"]
     for key in env:

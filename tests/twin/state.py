@@ -80,6 +80,7 @@ class TwinState:
             "images": [],
             "routes": {},
             "executions": [],
+            "revisions": [],
             "secrets": {},
             "endpoints": {},
         }

@@ -8,12 +8,15 @@ environment, a keep-data destroy and redeploy, and a destroy that deletes everyt
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import requests
 
+from deployer import image_build
+from tests.twin import podman
 from tests.twin import state as st
 from tests.twin.harness import REPO, Twin
 
@@ -65,8 +68,8 @@ class Owner:
     def outputs(self, environment: str) -> dict:
         return json.loads((REPO / ".deployer" / environment / "outputs.json").read_text())
 
-    def token(self, vars_path: Path) -> str:
-        done = self.deployer("token", "--vars", str(vars_path))
+    def token(self, environment: str) -> str:
+        done = self.deployer("token", "--env", environment)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
@@ -108,7 +111,7 @@ def test_one_click_deploys_and_answers_through_iap(owner, dev):
     text = _ok(owner.make("one-click-mlflow", dev))
     url = owner.outputs("dev")["service_url"]
     assert url in text
-    assert owner.get(f"{url}/health", owner.token(dev)).status_code == 200
+    assert owner.get(f"{url}/health", owner.token("dev")).status_code == 200
     assert owner.get(f"{url}/health", None).status_code == 401
 
 
@@ -138,3 +141,97 @@ def test_second_deploy_changes_nothing(owner, dev, twin):
     assert "no changes" in text
     assert owner.outputs("dev")["service_url"] == before
     assert twin.doc()["images"] == images
+
+
+def runs_in(owner: Owner, environment: str, experiment: str = "iris-demo") -> int:
+    """How many runs the deployed server holds in an experiment, asked through IAP."""
+    url = owner.outputs(environment)["service_url"]
+    token = owner.token(environment)
+    r = owner.get(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}", token)
+    assert r.status_code == 200, r.text
+    experiment_id = r.json()["experiment"]["experiment_id"]
+    r = requests.post(
+        f"{url}/api/2.0/mlflow/runs/search",
+        json={"experiment_ids": [experiment_id], "max_results": 100},
+        headers={"Authorization": f"Bearer {token}"},
+        proxies={"https": owner.twin.front.url},
+        verify=str(owner.twin.front.ca.bundle),
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return len(r.json().get("runs", []))
+
+
+def changed_checkout(tmp: Path) -> Path:
+    """This repository with one server file changed: a new image, as an MLflow upgrade is."""
+    copy = tmp / "checkout"
+    shutil.copytree(
+        REPO,
+        copy,
+        ignore=shutil.ignore_patterns(".venv*", ".deployer", ".git", "__pycache__", ".pytest_cache"),
+    )
+    init = copy / "deployer" / "server" / "__init__.py"
+    init.write_text(init.read_text() + "\n# upgraded\n")
+    return copy
+
+
+def test_an_upgrade_migrates_before_the_new_revision_serves(owner, dev, twin, tmp_path):
+    before = owner.outputs("dev")
+    runs = runs_in(owner, "dev")
+    copy = changed_checkout(tmp_path)
+    env = dict(owner.env, PYTHONPATH=owner.env["PYTHONPATH"].replace(str(REPO), str(copy)))
+    done = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "deployer"), "deploy", "--vars", str(dev)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    _ok(done)
+    doc = twin.doc()
+    service = next(
+        s for s in st.resources(doc, "google_cloud_run_v2_service").values() if s["name"] == before["service_name"]
+    )
+    image = service["template"][0]["containers"][0]["image"]
+    assert image.endswith(image_build.content_tag(copy))
+    migrations = [e for e in doc["executions"] if e["job"].endswith("/jobs/" + before["migration_job_name"])]
+    revisions = [r for r in doc["revisions"] if r["service"] == service["id"]]
+    assert len(migrations) == 2 and migrations[-1]["exit_code"] == 0
+    assert revisions[-1]["image"] == image and migrations[-1]["at"] < revisions[-1]["ready_at"]
+    assert owner.outputs("dev")["service_url"] == before["service_url"]
+    assert runs_in(owner, "dev") == runs
+
+
+def test_a_second_environment_stands_beside_the_first(owner, dev, twin):
+    staging = vars_file(owner.home / "vars.staging", "staging")
+    _ok(owner.make("deploy", staging))
+    dev_url = owner.outputs("dev")["service_url"]
+    staging_url = owner.outputs("staging")["service_url"]
+    assert staging_url != dev_url
+    assert owner.get(f"{staging_url}/health", owner.token("staging")).status_code == 200
+    assert owner.get(f"{dev_url}/health", owner.token("dev")).status_code == 200
+
+
+def test_destroy_keeps_the_data_and_a_new_deploy_finds_the_old_runs(owner, dev, twin):
+    runs = runs_in(owner, "dev")
+    outputs = owner.outputs("dev")
+    _ok(owner.make("destroy", dev, stdin="acme-twin\n"))
+    doc = twin.doc()
+    assert not [s for s in st.resources(doc, "google_cloud_run_v2_service").values() if s["name"] == outputs["service_name"]]
+    assert owner.get(f"{outputs['service_url']}/health", None).status_code == 404
+    assert any(i["connection_name"] == outputs["cloud_sql_connection_name"] for i in st.resources(doc, "google_sql_database_instance").values())
+    assert twin.gcs.objects(outputs["artifacts_bucket"])
+    _ok(owner.make("deploy", dev))
+    assert runs_in(owner, "dev") == runs > 0
+
+
+def test_destroy_delete_data_leaves_nothing(owner, dev, twin):
+    staging = owner.home / "vars.staging"
+    for vars_path, env in ((dev, "dev"), (staging, "staging")):
+        outputs = owner.outputs(env)
+        _ok(owner.deployer("destroy", "--vars", str(vars_path), "--delete-data", "--yes"))
+        assert outputs["artifacts_bucket"] not in [b["name"] for b in twin.gcs.buckets()]
+    doc = twin.doc()
+    left = {kind: list(items) for kind, items in doc["resources"].items() if items}
+    assert left == {}, left
+    assert doc["routes"] == {}
+    assert podman.podman("ps", "-a", "--format", "{{.Names}}").stdout.split() == [] or not [
+        n for n in podman.podman("ps", "-a", "--format", "{{.Names}}").stdout.split() if n.startswith("twin-acme-twin")
+    ]
