@@ -80,7 +80,9 @@ class Worker:
             replace = [
                 a
                 for a in behaviour.force_new
-                if a in planned and not is_unknown(planned[a]) and planned[a] != prior.get(a)
+                if a in planned
+                and not is_unknown(planned[a])
+                and planned[a] != prior.get(a)
                 and not (planned[a] is None and a in self.computed(kind))
             ]
             if any(is_unknown(planned.get(a)) for a in behaviour.force_new):

@@ -56,7 +56,12 @@ def container_env(doc: dict, container: dict, account: str, where: str) -> dict[
             continue
         secret_id = str(ref.get("secret", "")).rsplit("/", 1)[-1]
         number = doc["project"]["number"]
-        if not st.holds(doc, f"serviceAccount:{account}", "roles/secretmanager.secretAccessor", f"secret:{secret_id}"):
+        if not st.holds(
+            doc,
+            f"serviceAccount:{account}",
+            "roles/secretmanager.secretAccessor",
+            f"secret:{secret_id}",
+        ):
             raise CloudError(
                 f"{where} spec.template.spec.containers[0].env[{i}].value_from.secret_key_ref"
                 f".name: Permission denied on secret: projects/{number}/secrets/{secret_id}/"
@@ -67,12 +72,16 @@ def container_env(doc: dict, container: dict, account: str, where: str) -> dict[
             )
         value = _secret_value(doc, ref)
         if value is None:
-            raise CloudError(f"{where} Secret projects/{number}/secrets/{secret_id} has no enabled version.")
+            raise CloudError(
+                f"{where} Secret projects/{number}/secrets/{secret_id} has no enabled version."
+            )
         env[item["name"]] = value
     return env
 
 
-def cloudsql_mounts(doc: dict, template: dict, container: dict, account: str, twin_root) -> tuple[dict[str, str], list[str]]:
+def cloudsql_mounts(
+    doc: dict, template: dict, container: dict, account: str, twin_root
+) -> tuple[dict[str, str], list[str]]:
     """host dir -> container dir for each Cloud SQL volume, and warnings for the logs. Without
     roles/cloudsql.client the connector is refused (https://cloud.google.com/sql/docs/postgres/
     connect-run#configure), so the socket never appears in the container."""
@@ -96,7 +105,10 @@ def cloudsql_mounts(doc: dict, template: dict, container: dict, account: str, tw
 
 
 def _account(doc: dict, template: dict) -> str:
-    return template.get("service_account") or f"{doc['project']['number']}-compute@developer.gserviceaccount.com"
+    return (
+        template.get("service_account")
+        or f"{doc['project']['number']}-compute@developer.gserviceaccount.com"
+    )
 
 
 def _require_image(doc: dict, image: str, where: str) -> None:
@@ -155,15 +167,29 @@ class Service(Behaviour):
         with ctx.twin.transaction() as d:
             count = d.setdefault("revision_counts", {}).get(s["id"], 0) + 1
             d["revision_counts"][s["id"]] = count
-        revision = f"{s['name']}-{count:05d}-{hashlib.sha256(str(time.time()).encode()).hexdigest()[:3]}"
-        where = f"Error waiting to create Service: Revision '{revision}' is not ready and cannot serve traffic."
+        revision = (
+            f"{s['name']}-{count:05d}-{hashlib.sha256(str(time.time()).encode()).hexdigest()[:3]}"
+        )
+        where = (
+            f"Error waiting to create Service: Revision '{revision}' is not ready and cannot "
+            "serve traffic."
+        )
         if not st.service_account_exists(doc, account):
             raise CloudError(f"{where} Service account {account} does not exist.")
         _require_image(doc, container["image"], where)
         env = container_env(doc, container, account, where)
         mounts, notes = cloudsql_mounts(doc, template, container, account, ctx.twin.root)
         port = _free_port()
-        env.update(platform_env(doc, port, account, K_SERVICE=s["name"], K_REVISION=revision, K_CONFIGURATION=s["name"]))
+        env.update(
+            platform_env(
+                doc,
+                port,
+                account,
+                K_SERVICE=s["name"],
+                K_REVISION=revision,
+                K_CONFIGURATION=s["name"],
+            )
+        )
         handle = podman.run_container(
             container["image"],
             name=f"twin-{ctx.project_id}-{revision}",
@@ -171,6 +197,7 @@ class Service(Behaviour):
             args=container.get("args") or None,
             port=port,
             volumes=mounts,
+            command=container.get("command") or None,
         )
         probe = _one(container.get("startup_probe"))
         path = _one(probe.get("http_get")).get("path") or "/"
@@ -196,7 +223,12 @@ class Service(Behaviour):
         self._route(ctx, s, port, handle.name, account)
         with ctx.twin.transaction() as d:
             d["revisions"].append(
-                {"service": s["id"], "revision": revision, "image": container["image"], "ready_at": time.time()}
+                {
+                    "service": s["id"],
+                    "revision": revision,
+                    "image": container["image"],
+                    "ready_at": time.time(),
+                }
             )
 
     def _route(self, ctx: Context, s: dict, port: int, container: str, account: str) -> None:
@@ -247,7 +279,9 @@ def execute(ctx: Context, job: dict, execution: str, timeout: float = 600) -> No
     _require_image(doc, container["image"], where)
     env = container_env(doc, container, account, where)
     mounts, notes = cloudsql_mounts(doc, template, container, account, ctx.twin.root)
-    env.update(platform_env(doc, 8080, account, CLOUD_RUN_JOB=job["name"], CLOUD_RUN_EXECUTION=execution))
+    env.update(
+        platform_env(doc, 8080, account, CLOUD_RUN_JOB=job["name"], CLOUD_RUN_EXECUTION=execution)
+    )
     code, logs = podman.run_to_completion(
         container["image"],
         args=container.get("args") or [],
@@ -257,7 +291,9 @@ def execute(ctx: Context, job: dict, execution: str, timeout: float = 600) -> No
         name=f"twin-{ctx.project_id}-{execution}",
     )
     with ctx.twin.transaction() as d:
-        d["executions"].append({"job": job["id"], "name": execution, "exit_code": code, "at": time.time()})
+        d["executions"].append(
+            {"job": job["id"], "name": execution, "exit_code": code, "at": time.time()}
+        )
     if code != 0:
         raise CloudError(
             f"{where} Task {execution}-task0 failed with message: The container exited with an "
@@ -286,7 +322,9 @@ class Job(Behaviour):
         # job create or update. The Job will become ready when the execution is successfully
         # completed." (google provider docs, google_cloud_run_v2_job)
         token = s.get("run_execution_token") or s.get("start_execution_token")
-        before = (prior or {}).get("run_execution_token") or (prior or {}).get("start_execution_token")
+        before = (prior or {}).get("run_execution_token") or (prior or {}).get(
+            "start_execution_token"
+        )
         if token and token != before:
             if s.get("run_execution_token"):
                 execute(ctx, s, f"{s['name']}-{token}")

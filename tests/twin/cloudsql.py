@@ -67,7 +67,9 @@ def instance_pg(ctx: Context, name: str) -> TwinPostgres:
     return TwinPostgres(ctx.twin.root, conn, name)
 
 
-def _execute(pg: TwinPostgres, statement: sql.Composable, *params: object, db: str = "postgres") -> None:
+def _execute(
+    pg: TwinPostgres, statement: sql.Composable, *params: object, db: str = "postgres"
+) -> None:
     conn = pg.connect(dbname=db)
     conn.autocommit = True
     try:
@@ -89,9 +91,13 @@ class Instance(Behaviour):
         super().fill(ctx, s)
         s["id"] = s["name"]
         s["connection_name"] = f"{s['project']}:{s['region']}:{s['name']}"
-        s["self_link"] = f"https://sqladmin.googleapis.com/sql/v1beta4/projects/{s['project']}/instances/{s['name']}"
+        s["self_link"] = (
+            f"https://sqladmin.googleapis.com/sql/v1beta4/projects/{s['project']}/instances/{s['name']}"
+        )
         s["private_ip_address"] = "10.20.0.3"
-        s["service_account_email_address"] = f"p{ctx.number}-twin@gcp-sa-cloud-sql.iam.gserviceaccount.com"
+        s["service_account_email_address"] = (
+            f"p{ctx.number}-twin@gcp-sa-cloud-sql.iam.gserviceaccount.com"
+        )
         s["first_ip_address"] = s["private_ip_address"]
 
     def created(self, ctx: Context, s: dict, config: dict) -> None:
@@ -178,7 +184,12 @@ class Database(Behaviour):
             return
         pg = instance_pg(ctx, s["instance"])
         if pg.running:
-            _execute(pg, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(s["name"])))
+            _execute(
+                pg,
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(s["name"])
+                ),
+            )
 
 
 @register("google_sql_user")

@@ -12,6 +12,7 @@ call the service (https://cloud.google.com/iap/docs/enabling-cloud-run#enable-ia
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import socket
 import ssl
@@ -116,7 +117,9 @@ class TwinIap(IapProxy):
         doc, route = self._state()
         if not route:
             return Response(404, "The requested URL was not found on this server.")
-        agent = f"serviceAccount:service-{doc['project']['number']}@gcp-sa-iap.iam.gserviceaccount.com"
+        agent = (
+            f"serviceAccount:service-{doc['project']['number']}@gcp-sa-iap.iam.gserviceaccount.com"
+        )
         if not st.holds(doc, agent, "roles/run.invoker", f"run:{route['name']}"):
             return Response(
                 403,
@@ -126,7 +129,9 @@ class TwinIap(IapProxy):
         self.upstream = f"http://127.0.0.1:{route['port']}"
         project_number = doc["project"]["number"]
         region = route["service"].split("/locations/")[1].split("/")[0]
-        self.keys.audience = f"/projects/{project_number}/locations/{region}/services/{route['name']}"
+        self.keys.audience = (
+            f"/projects/{project_number}/locations/{region}/services/{route['name']}"
+        )
         return super()._route(req)
 
 
@@ -204,10 +209,8 @@ def _pipe(a: socket.socket, b: socket.socket) -> None:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     t = threading.Thread(target=pump, args=(b, a), daemon=True)
     t.start()

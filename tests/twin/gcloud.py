@@ -52,8 +52,16 @@ def split(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 VALUED = {
-    "project", "region", "format", "location", "config", "substitutions", "service",
-    "filter", "job", "activation-policy",
+    "project",
+    "region",
+    "format",
+    "location",
+    "config",
+    "substitutions",
+    "service",
+    "filter",
+    "job",
+    "activation-policy",
 }
 
 
@@ -84,8 +92,13 @@ def projects_describe(ctx: Context, words: list[str], flags: dict[str, str]) -> 
 
 
 def billing_describe(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
-    return out({"billingEnabled": True, "billingAccountName": "billingAccounts/0TWIN0",
-                "projectId": ctx.project_id})
+    return out(
+        {
+            "billingEnabled": True,
+            "billingAccountName": "billingAccounts/0TWIN0",
+            "projectId": ctx.project_id,
+        }
+    )
 
 
 def iam_policy(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
@@ -94,9 +107,10 @@ def iam_policy(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
 
 def services_list(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
     doc = ctx.doc()
-    names = sorted({*st.DEFAULT_SERVICES, *doc["services"]} | {
-        r["service"] for r in st.resources(doc, "google_project_service").values()
-    })
+    names = sorted(
+        {*st.DEFAULT_SERVICES, *doc["services"]}
+        | {r["service"] for r in st.resources(doc, "google_project_service").values()}
+    )
     return out([{"config": {"name": n}, "state": "ENABLED"} for n in names])
 
 
@@ -141,13 +155,18 @@ def buckets_create(ctx: Context, words: list[str], flags: dict[str, str]) -> int
     if (err := _project_guard(ctx, flags)) is not None:
         return err
     name = words[3].removeprefix("gs://").rstrip("/")
-    r = requests.post(f"{_gcs(ctx)}/storage/v1/b", params={"project": ctx.project_id},
-                      json={"name": name}, timeout=30)
+    r = requests.post(
+        f"{_gcs(ctx)}/storage/v1/b",
+        params={"project": ctx.project_id},
+        json={"name": name},
+        timeout=30,
+    )
     if r.status_code == 409:
         return fail(f"HTTPError 409: The requested bucket name is not available: {name}")
     with ctx.twin.transaction() as doc:
         doc.setdefault("bucket_meta", {})[name] = {
-            "location": flags.get("location", "").upper(), "project_number": ctx.number
+            "location": flags.get("location", "").upper(),
+            "project_number": ctx.number,
         }
     print(f"Creating gs://{name}/...", file=sys.stderr)
     return 0
@@ -175,7 +194,10 @@ def builds_submit(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
     image = flags.get("substitutions", "").split("_IMAGE=", 1)[-1].split(",")[0]
     host, project, repo = image.split("/")[:3]
     doc = ctx.doc()
-    repos = {r.get("registry_uri") for r in st.resources(doc, "google_artifact_registry_repository").values()}
+    repos = {
+        r.get("registry_uri")
+        for r in st.resources(doc, "google_artifact_registry_repository").values()
+    }
     if f"{host}/{project}/{repo}" not in repos:
         return fail(f'name unknown: Repository "{repo}" not found')
     root = Path(words[2])
@@ -221,7 +243,9 @@ def services_describe(ctx: Context, words: list[str], flags: dict[str, str]) -> 
             return out(
                 {
                     "metadata": {"name": svc["name"]},
-                    "spec": {"template": {"spec": {"containers": [{"image": container.get("image")}]}}},
+                    "spec": {
+                        "template": {"spec": {"containers": [{"image": container.get("image")}]}}
+                    },
                     "status": {
                         "url": svc.get("uri"),
                         "latestReadyRevisionName": ready.rsplit("/", 1)[-1],

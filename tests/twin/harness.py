@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import threading
-import sys
 from pathlib import Path
 
 from tests.support.gcs import FakeGcs
@@ -32,6 +32,7 @@ from tests.twin import state as st
 from tests.twin.cloudsql import TwinPostgres
 from tests.twin.front import Front
 from tests.twin.gcloud import OWNER
+from tests.twin.sqladmin import SqlAdmin
 from tests.twin.state import TwinState
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -45,6 +46,7 @@ class TwinGoogle(GoogleFakes):
     def __init__(self, twin: TwinState) -> None:
         self.twin = twin
         self._metadata_lock = threading.Lock()
+        self.sqladmin = SqlAdmin(twin, self._caller)
         super().__init__(project_id=twin.read()["project"]["id"])
 
     def sync(self) -> None:
@@ -63,6 +65,8 @@ class TwinGoogle(GoogleFakes):
         Run revision gets GCE_METADATA_HOST and GCE_METADATA_IP with that prefix (google-auth
         puts the variable's value between `http://` and `/computeMetadata/v1/`)."""
         self.sync()
+        if self.sqladmin.handles(req):
+            return self.sqladmin.route(req)
         if req.path.startswith("/acct/"):
             _, _, email, *rest = req.path.split("/", 3)
             req.path = "/" + (rest[0] if rest else "")
@@ -73,7 +77,9 @@ class TwinGoogle(GoogleFakes):
 
 
 class Twin:
-    def __init__(self, root: Path, project_id: str = "acme-twin", region: str = "us-central1") -> None:
+    def __init__(
+        self, root: Path, project_id: str = "acme-twin", region: str = "us-central1"
+    ) -> None:
         self.root = root
         self.project_id = project_id
         self.region = region
@@ -86,6 +92,7 @@ class Twin:
 
     def start(self) -> Twin:
         podman.ensure_tools()
+        self.root.mkdir(parents=True, exist_ok=True)
         self.state.create(self.project_id, self.region)
         self.gcs = FakeGcs(self.root / "gcs").start()
         self.google = TwinGoogle(self.state)
@@ -103,10 +110,13 @@ class Twin:
                     # fakes: the same google-auth seam the tests use, mounted read-only.
                     "DEPLOYER_TEST_GOOGLE_FAKES": self.google.url,
                     "IAM_CREDENTIALS_ENDPOINT": self.google.url,
+                    "SQLADMIN_ENDPOINT": self.google.url,
                     "PYTHONPATH": "/twin/google_endpoints",
                 },
                 "container_mounts": {
-                    str(REPO / "tests" / "support" / "google_endpoints"): "/twin/google_endpoints:ro"
+                    str(
+                        REPO / "tests" / "support" / "google_endpoints"
+                    ): "/twin/google_endpoints:ro"
                 },
             }
         self._write_tools()
@@ -122,9 +132,11 @@ class Twin:
         self.cli_config = self._mirror(providers)
         (self.bin / "terraform").write_text(
             "#!/bin/sh\n"
-            f"export TWIN_TF_CONFIG='{self.cli_config}' TWIN_TF_LOCK='{self.root / 'tf.lock.hcl'}'\n"
+            f"export TWIN_TF_CONFIG='{self.cli_config}'\n"
+            f"export TWIN_TF_LOCK='{self.root / 'tf.lock.hcl'}'\n"
             f"export TWIN_GCS_ENDPOINT='{self.gcs.url}/storage/v1/'\n"
-            f"exec '{tfcheck.tf_python()}' '{REPO / 'tests' / 'twin' / 'terraform_shim.py'}' \"$@\"\n"
+            f"exec '{tfcheck.tf_python()}' '{Path(__file__).with_name('terraform_shim.py')}' "
+            '"$@"\n'
         )
         for tool in ("gcloud", "terraform"):
             (self.bin / tool).chmod(0o755)

@@ -499,9 +499,10 @@ def run_container(
     volumes: Mapping[str | Path, str] | None = None,
     user: str | None = None,
     network: str = "host",
+    command: Sequence[str] | None = None,
 ) -> Container:
     """Start `image` detached as Cloud Run would (see the module docstring); a container of the
-    same name is replaced."""
+    same name is replaced. `command` replaces the image's ENTRYPOINT (Cloud Run's `command`)."""
     env = dict(env)
     if port is not None:
         env["PORT"] = str(port)
@@ -517,6 +518,8 @@ def run_container(
     argv += _volume_args(volumes)
     if user is not None:
         argv += ["--user", user]
+    if command:
+        argv += ["--entrypoint", json.dumps(list(command))]
     podman(*argv, image, *(args or ()), env=env, timeout=180)
     return Container(name=name, image=image, port=port)
 

@@ -146,7 +146,9 @@ def require_member(ctx: Context, member: str) -> None:
         return
     if st.service_account_exists(ctx.doc(), email):
         return
-    if not email.endswith(".gserviceaccount.com") or email.endswith("@cloudbuild.gserviceaccount.com"):
+    if not email.endswith(".gserviceaccount.com") or email.endswith(
+        "@cloudbuild.gserviceaccount.com"
+    ):
         return
     raise CloudError(
         f"Error applying IAM policy: googleapi: Error 400: Service account {email} does not "
@@ -301,7 +303,14 @@ class IamMember(Behaviour):
         super().fill(ctx, s)
         target = next(
             str(s[k])
-            for k in ("service_account_id", "secret_id", "bucket", "name", "cloud_run_service_name", "project")
+            for k in (
+                "service_account_id",
+                "secret_id",
+                "bucket",
+                "name",
+                "cloud_run_service_name",
+                "project",
+            )
             if s.get(k)
         )
         s["id"] = f"{target}/{s['role']}/{s['member']}"
@@ -310,6 +319,7 @@ class IamMember(Behaviour):
 
 for _kind in (
     "google_project_iam_member",
+    "google_cloud_run_v2_job_iam_member",
     "google_service_account_iam_member",
     "google_secret_manager_secret_iam_member",
     "google_storage_bucket_iam_member",
@@ -317,6 +327,36 @@ for _kind in (
     "google_iap_web_cloud_run_service_iam_member",
 ):
     register(_kind)(type(f"Iam_{_kind}", (IamMember,), {}))
+
+
+@register("google_project_iam_custom_role")
+class CustomRole(Behaviour):
+    force_new = ("project", "role_id")
+    id_format = "projects/{project}/roles/{role_id}"
+
+    def fill(self, ctx: Context, s: dict) -> None:
+        super().fill(ctx, s)
+        s["name"] = s["id"]
+        s["deleted"] = False
+
+    def created(self, ctx: Context, s: dict, config: dict) -> None:
+        # A deleted custom role keeps its id for 37 days and cannot be created again
+        # (https://cloud.google.com/iam/docs/creating-custom-roles#deleting-custom-role).
+        if s["id"] in ctx.doc()["deleted"].get(self.kind, []):
+            raise CloudError(
+                f"Error creating the custom project role {s['id']}: googleapi: Error 400: You "
+                f"can't create a role with role_id ({s['role_id']}) where there is an existing "
+                "role with that role_id in a deleted state., badRequest"
+            )
+
+    def deleting(self, ctx: Context, s: dict) -> None:
+        with ctx.twin.transaction() as doc:
+            doc["deleted"].setdefault(self.kind, []).append(s["id"])
+
+
+@register("google_cloud_scheduler_job")
+class SchedulerJob(Behaviour):
+    id_format = "projects/{project}/locations/{region}/jobs/{name}"
 
 
 @register("google_iam_workload_identity_pool")
@@ -329,7 +369,9 @@ class WorkloadIdentityPool(Behaviour):
             f"projects/{ctx.number}/locations/global/workloadIdentityPools/"
             f"{s['workload_identity_pool_id']}"
         )
-        s["id"] = f"projects/{s['project']}/locations/global/workloadIdentityPools/{s['workload_identity_pool_id']}"
+        s["id"] = (
+            f"projects/{s['project']}/locations/global/workloadIdentityPools/{s['workload_identity_pool_id']}"
+        )
         s["state"] = "ACTIVE"
 
     def created(self, ctx: Context, s: dict, config: dict) -> None:
@@ -433,7 +475,9 @@ class Connector(Behaviour):
         super().plan(ctx, prior, planned)
         name = planned.get("name")
         if isinstance(name, str) and not self.NAME.match(name):
-            raise CloudError(f'Error: "name" ("{name}") doesn\'t match regexp "^[a-z][-a-z0-9]{{0,23}}[a-z0-9]$"')
+            raise CloudError(
+                f'Error: "name" ("{name}") doesn\'t match regexp "^[a-z][-a-z0-9]{{0,23}}[a-z0-9]$"'
+            )
 
     def fill(self, ctx: Context, s: dict) -> None:
         super().fill(ctx, s)
@@ -586,6 +630,6 @@ def data_source(kind: str) -> Callable[[Context, dict], None]:
 
 
 # Behaviours with real backends register themselves on import.
-from tests.twin import cloudsql, cloudrun, storage  # noqa: E402,F401
+from tests.twin import cloudrun, cloudsql, storage  # noqa: E402,F401
 
 _ = (json, os)

@@ -127,7 +127,9 @@ def resources(doc: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 def api_enabled(doc: dict[str, Any], service: str) -> bool:
     if service in DEFAULT_SERVICES or service in doc["services"]:
         return True
-    return any(r.get("service") == service for r in resources(doc, "google_project_service").values())
+    return any(
+        r.get("service") == service for r in resources(doc, "google_project_service").values()
+    )
 
 
 def service_account_exists(doc: dict[str, Any], email: str) -> bool:

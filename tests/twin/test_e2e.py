@@ -7,6 +7,7 @@ environment, a keep-data destroy and redeploy, and a destroy that deletes everyt
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ import requests
 from deployer import image_build
 from tests.twin import podman
 from tests.twin import state as st
+from tests.twin.cloudsql import TwinPostgres
 from tests.twin.harness import REPO, Twin
 
 pytestmark = pytest.mark.e2e
@@ -46,20 +48,24 @@ class Owner:
         self.home = home
         self.env = twin.env()
 
-    def run(self, *argv: str, stdin: str | None = None, timeout: int = 1200) -> subprocess.CompletedProcess:
+    def run(
+        self, *argv: str, stdin: str | None = None, extra: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         done = subprocess.run(
             list(argv),
             cwd=REPO,
-            env=self.env,
+            env={**self.env, **(extra or {})},
             input=stdin,
             capture_output=True,
             text=True,
-            timeout=timeout,
+            timeout=1800,
         )
         (self.home / "last.log").write_text(done.stdout + done.stderr)
         return done
 
-    def make(self, target: str, vars_path: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+    def make(
+        self, target: str, vars_path: Path, stdin: str | None = None
+    ) -> subprocess.CompletedProcess:
         return self.run("make", target, f"VARS={vars_path}", stdin=stdin)
 
     def deployer(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -107,6 +113,15 @@ def dev(owner) -> Path:
     return vars_file(owner.home / "vars.dev", "dev")
 
 
+def _plugin_env(owner: Owner, environment: str) -> dict[str, str]:
+    outputs = owner.outputs(environment)
+    return {
+        "MLFLOW_TRACKING_URI": outputs["service_url"],
+        "MLFLOW_TRACKING_AUTH": "deployer-iap",
+        "MLFLOW_IAP_SERVICE_ACCOUNT": outputs["client_service_account"],
+    }
+
+
 def test_one_click_deploys_and_answers_through_iap(owner, dev):
     text = _ok(owner.make("one-click-mlflow", dev))
     url = owner.outputs("dev")["service_url"]
@@ -122,16 +137,42 @@ def test_status_reports_the_ready_revision(owner, dev):
 
 
 def test_examples_log_and_load_through_iap_with_the_plugin(owner, dev):
-    outputs = owner.outputs("dev")
-    env = {
-        "MLFLOW_TRACKING_URI": outputs["service_url"],
-        "MLFLOW_TRACKING_AUTH": "deployer-iap",
-        "MLFLOW_IAP_SERVICE_ACCOUNT": outputs["client_service_account"],
-    }
-    owner.env.update(env)
+    env = _plugin_env(owner, "dev")
     python = str(REPO / ".venv" / "bin" / "python")
-    _ok(owner.run(python, "examples/track_experiment.py"))
-    _ok(owner.run(python, "examples/load_model.py"))
+    _ok(owner.run(python, "examples/track_experiment.py", extra=env))
+    _ok(owner.run(python, "examples/load_model.py", extra=env))
+
+
+def test_an_idle_database_sleeps_and_the_next_run_wakes_it(owner, dev, twin):
+    outputs = owner.outputs("dev")
+    runs = runs_in(owner, "dev")
+    doc = twin.doc()
+    service = next(
+        s
+        for s in st.resources(doc, "google_cloud_run_v2_service").values()
+        if s["name"] == outputs["service_name"]
+    )
+    env = {e["name"]: e.get("value") for e in service["template"][0]["containers"][0]["env"]}
+    bucket, _, name = env["LAST_REQUEST_OBJECT"].removeprefix("gs://").partition("/")
+    # Nobody has used it for two hours: the recorded last request is that old.
+    stamp = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).isoformat(timespec="seconds")
+    r = requests.post(
+        f"{twin.gcs.url}/upload/storage/v1/b/{bucket}/o",
+        params={"uploadType": "media", "name": name},
+        data=stamp,
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    job = outputs["sleeper_job_name"]
+    _ok(owner.run("gcloud", "run", "jobs", "execute", job, "--region", "us-central1", "--wait"))
+    instance = outputs["cloud_sql_connection_name"].rsplit(":", 1)[-1]
+    assert twin.doc()["sql_activation"][instance] == "NEVER"
+    assert not TwinPostgres(twin.state.root, "-", instance).running
+    assert "asleep" in _ok(owner.deployer("status", "--vars", str(dev)))
+    python = str(REPO / ".venv" / "bin" / "python")
+    _ok(owner.run(python, "examples/track_experiment.py", extra=_plugin_env(owner, "dev")))
+    assert twin.doc()["sql_activation"][instance] == "ALWAYS"
+    assert runs_in(owner, "dev") == runs + 1
 
 
 def test_second_deploy_changes_nothing(owner, dev, twin):
@@ -147,7 +188,9 @@ def runs_in(owner: Owner, environment: str, experiment: str = "iris-demo") -> in
     """How many runs the deployed server holds in an experiment, asked through IAP."""
     url = owner.outputs(environment)["service_url"]
     token = owner.token(environment)
-    r = owner.get(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}", token)
+    r = owner.get(
+        f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={experiment}", token
+    )
     assert r.status_code == 200, r.text
     experiment_id = r.json()["experiment"]["experiment_id"]
     r = requests.post(
@@ -168,7 +211,9 @@ def changed_checkout(tmp: Path) -> Path:
     shutil.copytree(
         REPO,
         copy,
-        ignore=shutil.ignore_patterns(".venv*", ".deployer", ".git", "__pycache__", ".pytest_cache"),
+        ignore=shutil.ignore_patterns(
+            ".venv*", ".deployer", ".git", "__pycache__", ".pytest_cache"
+        ),
     )
     init = copy / "deployer" / "server" / "__init__.py"
     init.write_text(init.read_text() + "\n# upgraded\n")
@@ -182,16 +227,24 @@ def test_an_upgrade_migrates_before_the_new_revision_serves(owner, dev, twin, tm
     env = dict(owner.env, PYTHONPATH=owner.env["PYTHONPATH"].replace(str(REPO), str(copy)))
     done = subprocess.run(
         [str(REPO / ".venv" / "bin" / "deployer"), "deploy", "--vars", str(dev)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     _ok(done)
     doc = twin.doc()
     service = next(
-        s for s in st.resources(doc, "google_cloud_run_v2_service").values() if s["name"] == before["service_name"]
+        s
+        for s in st.resources(doc, "google_cloud_run_v2_service").values()
+        if s["name"] == before["service_name"]
     )
     image = service["template"][0]["containers"][0]["image"]
     assert image.endswith(image_build.content_tag(copy))
-    migrations = [e for e in doc["executions"] if e["job"].endswith("/jobs/" + before["migration_job_name"])]
+    migrations = [
+        e for e in doc["executions"] if e["job"].endswith("/jobs/" + before["migration_job_name"])
+    ]
     revisions = [r for r in doc["revisions"] if r["service"] == service["id"]]
     assert len(migrations) == 2 and migrations[-1]["exit_code"] == 0
     assert revisions[-1]["image"] == image and migrations[-1]["at"] < revisions[-1]["ready_at"]
@@ -205,8 +258,9 @@ def test_a_second_environment_stands_beside_the_first(owner, dev, twin):
     dev_url = owner.outputs("dev")["service_url"]
     staging_url = owner.outputs("staging")["service_url"]
     assert staging_url != dev_url
-    assert owner.get(f"{staging_url}/health", owner.token("staging")).status_code == 200
-    assert owner.get(f"{dev_url}/health", owner.token("dev")).status_code == 200
+    for url, env in ((staging_url, "staging"), (dev_url, "dev")):
+        r = owner.get(f"{url}/health", owner.token(env))
+        assert r.status_code == 200, r.text
 
 
 def test_destroy_keeps_the_data_and_a_new_deploy_finds_the_old_runs(owner, dev, twin):
@@ -214,9 +268,16 @@ def test_destroy_keeps_the_data_and_a_new_deploy_finds_the_old_runs(owner, dev, 
     outputs = owner.outputs("dev")
     _ok(owner.make("destroy", dev, stdin="acme-twin\n"))
     doc = twin.doc()
-    assert not [s for s in st.resources(doc, "google_cloud_run_v2_service").values() if s["name"] == outputs["service_name"]]
+    assert not [
+        s
+        for s in st.resources(doc, "google_cloud_run_v2_service").values()
+        if s["name"] == outputs["service_name"]
+    ]
     assert owner.get(f"{outputs['service_url']}/health", None).status_code == 404
-    assert any(i["connection_name"] == outputs["cloud_sql_connection_name"] for i in st.resources(doc, "google_sql_database_instance").values())
+    assert any(
+        i["connection_name"] == outputs["cloud_sql_connection_name"]
+        for i in st.resources(doc, "google_sql_database_instance").values()
+    )
     assert twin.gcs.objects(outputs["artifacts_bucket"])
     _ok(owner.make("deploy", dev))
     assert runs_in(owner, "dev") == runs > 0
@@ -233,5 +294,7 @@ def test_destroy_delete_data_leaves_nothing(owner, dev, twin):
     assert left == {}, left
     assert doc["routes"] == {}
     assert podman.podman("ps", "-a", "--format", "{{.Names}}").stdout.split() == [] or not [
-        n for n in podman.podman("ps", "-a", "--format", "{{.Names}}").stdout.split() if n.startswith("twin-acme-twin")
+        n
+        for n in podman.podman("ps", "-a", "--format", "{{.Names}}").stdout.split()
+        if n.startswith("twin-acme-twin")
     ]

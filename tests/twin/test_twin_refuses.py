@@ -62,6 +62,10 @@ resource "google_cloud_run_v2_service" "svc" {{
         name  = "BACKEND_STORE_URI"
         value = "sqlite:////tmp/mlflow.db"
       }}
+      env {{
+        name  = "ARTIFACTS_DESTINATION"
+        value = "/tmp/artifacts"
+      }}
       {extra}
       startup_probe {{
         period_seconds    = 2
@@ -78,12 +82,26 @@ resource "google_cloud_run_v2_service" "svc" {{
 
 
 @pytest.fixture(scope="module")
-def twin(tmp_path_factory):
-    t = Twin(tmp_path_factory.mktemp("refuse")).start()
+def server_image() -> str:
     server = podman.server_image()
     podman.tag(server, IMAGE)
+    return IMAGE
+
+
+@pytest.fixture
+def twin(tmp_path, server_image):
+    """A fresh twin project for each case: names do not collide between cases."""
+    t = Twin(tmp_path / "twin").start()
     subprocess.run(
-        ["gcloud", "storage", "buckets", "create", "gs://acme-twin-state", "--project", "acme-twin"],
+        [
+            "gcloud",
+            "storage",
+            "buckets",
+            "create",
+            "gs://acme-twin-state",
+            "--project",
+            "acme-twin",
+        ],
         env=t.env(),
         check=True,
         capture_output=True,
@@ -92,20 +110,34 @@ def twin(tmp_path_factory):
     t.stop()
 
 
-def apply(twin: Twin, folder: Path, body: str, apis: tuple[str, ...] = APIS) -> subprocess.CompletedProcess:
+def apply(
+    twin: Twin, folder: Path, body: str, apis: tuple[str, ...] = APIS
+) -> subprocess.CompletedProcess:
     folder.mkdir(parents=True, exist_ok=True)
     names = ", ".join(f'"{a}.googleapis.com"' for a in apis)
     (folder / "main.tf").write_text(PRELUDE.format(apis=names) + textwrap.dedent(body))
     env = twin.env(TF_DATA_DIR=str(folder / ".terraform"))
     init = subprocess.run(
-        ["terraform", f"-chdir={folder}", "init", "-no-color", "-input=false",
-         "-backend-config=bucket=acme-twin-state", f"-backend-config=prefix={folder.name}"],
-        env=env, capture_output=True, text=True,
+        [
+            "terraform",
+            f"-chdir={folder}",
+            "init",
+            "-no-color",
+            "-input=false",
+            "-backend-config=bucket=acme-twin-state",
+            f"-backend-config=prefix={folder.name}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert init.returncode == 0, init.stdout + init.stderr
     return subprocess.run(
         ["terraform", f"-chdir={folder}", "apply", "-no-color", "-input=false", "-auto-approve"],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -123,13 +155,30 @@ def failed_with(done: subprocess.CompletedProcess, *phrases: str) -> str:
     return text
 
 
+SECRET = """
+resource "google_secret_manager_secret" "s" {
+  secret_id = "x"
+  replication {
+    auto {}
+  }
+}
+"""
+
+
 def test_an_api_that_is_not_enabled_fails_the_apply(twin, tmp_path):
-    done = apply(twin, tmp_path / "api", 'resource "google_secret_manager_secret" "s" {\n  secret_id = "x"\n  replication {\n    auto {}\n  }\n}\n', apis=("iam", "artifactregistry"))
+    done = apply(
+        twin,
+        tmp_path / "api",
+        SECRET,
+        apis=("iam", "artifactregistry"),
+    )
     failed_with(done, "Secret Manager API has not been used in project", "SERVICE_DISABLED")
 
 
 def test_an_image_never_pushed_fails_the_revision(twin, tmp_path):
-    done = apply(twin, tmp_path / "image", service(image=IMAGE.replace("twin-test", "never-pushed")))
+    done = apply(
+        twin, tmp_path / "image", service(image=IMAGE.replace("twin-test", "never-pushed"))
+    )
     failed_with(done, "is not ready and cannot serve traffic", "never-pushed' not found")
 
 
@@ -167,14 +216,122 @@ resource "google_secret_manager_secret_version" "pw" {
     failed_with(done, "Permission denied on secret", "roles/secretmanager.secretAccessor")
 
 
+# A container that answers 200 everywhere: the case is about destroying, not about MLflow.
+ANSWERS = (
+    "command = [\"python3\", \"-c\", \"import http.server as h, os; "
+    "h.HTTPServer(('', int(os.environ['PORT'])), type('H', (h.BaseHTTPRequestHandler,), "
+    "{'do_GET': lambda s: (s.send_response(200), s.end_headers())})).serve_forever()\"]"
+)
+
+
 def test_a_healthy_service_then_a_destroy_that_meets_deletion_protection(twin, tmp_path):
     pushed(twin)
     folder = tmp_path / "protected"
-    done = apply(twin, folder, service(protect=True))
+    done = apply(twin, folder, service(protect=True, args=ANSWERS))
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     destroy = subprocess.run(
         ["terraform", f"-chdir={folder}", "destroy", "-no-color", "-auto-approve"],
         env=twin.env(TF_DATA_DIR=str(folder / ".terraform")),
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     failed_with(destroy, "cannot destroy service without setting deletion_protection=false")
+
+
+def test_binding_a_service_agent_that_was_never_created_fails(twin, tmp_path):
+    number = twin.doc()["project"]["number"]
+    body = f"""
+resource "google_project_iam_member" "iap_invoker" {{
+  project    = "acme-twin"
+  role       = "roles/run.invoker"
+  member     = "serviceAccount:service-{number}@gcp-sa-iap.iam.gserviceaccount.com"
+  depends_on = [google_project_service.on]
+}}
+"""
+    done = apply(twin, tmp_path / "agent", body, apis=(*APIS, "cloudresourcemanager"))
+    failed_with(done, f"service-{number}@gcp-sa-iap.iam.gserviceaccount.com does not exist")
+
+
+DATABASE = """
+resource "google_sql_database_instance" "db" {
+  name                = "owned-db"
+  database_version    = "POSTGRES_16"
+  deletion_protection = false
+  settings {
+    tier = "db-f1-micro"
+  }
+  depends_on = [google_project_service.on]
+}
+resource "google_sql_database" "mlflow" {
+  instance = google_sql_database_instance.db.name
+  name     = "mlflow"
+}
+resource "google_sql_user" "mlflow" {
+  instance = google_sql_database_instance.db.name
+  name     = "mlflow"
+  password = "a-Password-123"
+}
+"""
+
+
+def test_a_database_user_that_owns_tables_cannot_be_dropped(twin, tmp_path):
+    import psycopg2
+
+    folder = tmp_path / "owner"
+    done = apply(twin, folder, DATABASE)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    socket_dir = twin.state.root / "cloudsql" / "acme-twin:us-central1:owned-db"
+    conn = psycopg2.connect(
+        host=str(socket_dir), user="mlflow", password="a-Password-123", dbname="mlflow"
+    )
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE runs (id int)")
+    conn.close()
+    destroy = subprocess.run(
+        ["terraform", f"-chdir={folder}", "destroy", "-no-color", "-auto-approve"],
+        env=twin.env(TF_DATA_DIR=str(folder / ".terraform")),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    failed_with(destroy, 'role "mlflow" cannot be dropped because some objects depend on it')
+
+
+def test_a_runtime_account_without_cloudsql_client_cannot_reach_the_database(twin, tmp_path):
+    pushed(twin)
+    volume = """
+      volume_mounts {
+        name       = "cloudsql"
+        mount_path = "/cloudsql"
+      }
+      env {
+        name  = "DB_ENGINE"
+        value = "postgresql"
+      }
+      env {
+        name  = "DB_USER"
+        value = "mlflow"
+      }
+      env {
+        name  = "DB_PASSWORD"
+        value = "a-Password-123"
+      }
+      env {
+        name  = "DB_NAME"
+        value = "mlflow"
+      }
+      env {
+        name  = "CLOUD_SQL_CONNECTION_NAME"
+        value = google_sql_database_instance.db.connection_name
+      }"""
+    body = DATABASE.replace("owned-db", "noclient-db") + service(extra=volume).replace(
+        "BACKEND_STORE_URI", "UNUSED"
+    ).replace(
+        "    containers {",
+        '    volumes {\n      name = "cloudsql"\n      cloud_sql_instance {\n'
+        "        instances = [google_sql_database_instance.db.connection_name]\n      }\n    }\n"
+        "    containers {",
+    )
+    done = apply(twin, tmp_path / "noclient", body)
+    failed_with(done, "failed to start and listen on the port", "notAuthorized")
