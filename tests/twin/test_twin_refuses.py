@@ -141,6 +141,16 @@ def apply(
     )
 
 
+def terraform_destroy(twin: Twin, folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["terraform", f"-chdir={folder}", "destroy", "-no-color", "-auto-approve"],
+        env=twin.env(TF_DATA_DIR=str(folder / ".terraform")),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def pushed(twin: Twin) -> None:
     with twin.state.transaction() as doc:
         if IMAGE not in doc["images"]:
@@ -218,7 +228,7 @@ resource "google_secret_manager_secret_version" "pw" {
 
 # A container that answers 200 everywhere: the case is about destroying, not about MLflow.
 ANSWERS = (
-    "command = [\"python3\", \"-c\", \"import http.server as h, os; "
+    'command = ["python3", "-c", "import http.server as h, os; '
     "h.HTTPServer(('', int(os.environ['PORT'])), type('H', (h.BaseHTTPRequestHandler,), "
     "{'do_GET': lambda s: (s.send_response(200), s.end_headers())})).serve_forever()\"]"
 )
@@ -229,13 +239,7 @@ def test_a_healthy_service_then_a_destroy_that_meets_deletion_protection(twin, t
     folder = tmp_path / "protected"
     done = apply(twin, folder, service(protect=True, args=ANSWERS))
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    destroy = subprocess.run(
-        ["terraform", f"-chdir={folder}", "destroy", "-no-color", "-auto-approve"],
-        env=twin.env(TF_DATA_DIR=str(folder / ".terraform")),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    destroy = terraform_destroy(twin, folder)
     failed_with(destroy, "cannot destroy service without setting deletion_protection=false")
 
 
@@ -288,13 +292,7 @@ def test_a_database_user_that_owns_tables_cannot_be_dropped(twin, tmp_path):
     with conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE runs (id int)")
     conn.close()
-    destroy = subprocess.run(
-        ["terraform", f"-chdir={folder}", "destroy", "-no-color", "-auto-approve"],
-        env=twin.env(TF_DATA_DIR=str(folder / ".terraform")),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    destroy = terraform_destroy(twin, folder)
     failed_with(destroy, 'role "mlflow" cannot be dropped because some objects depend on it')
 
 
