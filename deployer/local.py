@@ -24,8 +24,10 @@ from pathlib import Path
 
 import requests
 
-from deployer.server import entrypoint
-from deployer.server.settings import Env
+from deployer.errors import DeployerError
+
+# The server modules (MLflow's server, SQLAlchemy) are imported where the server starts, so the
+# client-only install (`pip install '.[client]'`) can still print `deployer env --local`.
 
 ADMIN_USERNAME = "admin"
 DEFAULT_DATA_DIR = Path(".mlflow-local")
@@ -36,7 +38,7 @@ STOP_TIMEOUT_SECONDS = 15.0
 _SECRET_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
-class LocalError(RuntimeError):
+class LocalError(DeployerError, RuntimeError):
     """A one-line, user-facing problem with the local setup (and how to fix it)."""
 
 
@@ -190,6 +192,8 @@ def server_env(
     setup: LocalSetup, host: str, port: int, allowed_hosts: str | None = None
 ) -> dict[str, str]:
     """The environment for the shared entrypoint, exactly as a container would get it."""
+    from deployer.server.settings import Env
+
     paths = setup.paths
     # Start from the caller's environment minus anything that would point the server elsewhere.
     server_names = {e.value for e in Env}
@@ -271,6 +275,8 @@ def start(
     echo: Callable[[str], None] = print,
 ) -> tuple[LocalSetup, subprocess.Popen, str]:
     """Prepare the folder, migrate, start the server and wait until it is healthy."""
+    from deployer.server import entrypoint
+
     check_port_free(host, port)
     setup = prepare_data_dir(data_dir)
     env = server_env(setup, host, port, allowed_hosts)

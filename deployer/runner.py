@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deployer.errors import DeployerError
+
 INSTALL_HINTS = {
     "gcloud": "install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install)",
     "terraform": "install Terraform 1.9 or newer (https://developer.hashicorp.com/terraform/install)",
@@ -26,7 +28,7 @@ INSTALL_HINTS = {
 }
 
 
-class ToolError(RuntimeError):
+class ToolError(DeployerError, RuntimeError):
     """An external tool is missing or failed; the message says what to do next."""
 
 

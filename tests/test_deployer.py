@@ -56,6 +56,11 @@ class World:
             FAKE_PROJECT=PROJECT,
             FAKE_SERVICE_URL=health.url,
             GOOGLE_APPLICATION_CREDENTIALS=str(key),
+            # This checkout's deployer, whichever one the venv's console script was installed
+            # from (the image tag is a hash of the checkout's files).
+            PYTHONPATH=os.pathsep.join(
+                [str(REPO / "tests" / "support" / "google_endpoints"), str(REPO)]
+            ),
         )
 
     def deployer(
