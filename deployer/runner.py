@@ -38,7 +38,6 @@ class Result:
     returncode: int
     stdout: str = ""
     stderr: str = ""
-    skipped: bool = False
 
     def json(self) -> Any:
         try:
@@ -82,7 +81,7 @@ class Runner:
         self.log.append(argv)
         if mutating and self.dry_run:
             self.echo(f"[dry-run] would run: {shown}")
-            return Result(argv, 0, skipped=True)
+            return Result(argv, 0)
         self.echo(f"$ {shown}")
         env = dict(self.env or os.environ)
         env.update(extra_env or {})
