@@ -323,9 +323,8 @@ def test_the_server_goes_down_with_deployer_local(tmp_path, how):
     shell = _deployer_local_under_shell(tmp_path, port, pipeline)
     try:
         everything = _wait_started(shell, tmp_path, port)
-        deployer = next(
-            p for p in everything if "local" in " ".join(psutil.Process(p).cmdline()[1:3])
-        )
+        launcher = [console_script("deployer"), "local"]
+        deployer = next(p for p in everything if psutil.Process(p).cmdline()[1:3] == launcher)
         if how in ("SIGTERM", "SIGHUP"):
             os.kill(deployer, getattr(signal, how))
         elif how == "closed pipe then Ctrl-C":
