@@ -319,7 +319,8 @@ def validate_cmd(vars_path: Path) -> None:
 @cli.command("check")
 @VARS_OPTION
 def check_cmd(vars_path: Path) -> None:
-    """Preflight: tools, credentials, project, billing, permissions, APIs."""
+    """Preflight: tools, credentials, project, billing, permissions, APIs, the state bucket's
+    owner, and members IAP would refuse (outside the project's organisation)."""
     from deployer import preflight
 
     settings = _settings(vars_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -278,6 +279,9 @@ def test_the_shared_table_through_terraform_variables(tmp_path):
     """The same table through terraform/variables.tf's own validation blocks, evaluated by the
     real Terraform (`terraform test`, mock providers): the same values accepted and refused."""
     copy = tfcheck._copy(REPO / "terraform", tmp_path / "terraform")
+    # Terraform reads the limits the deployer checks from ../deployer/limits.json.
+    (tmp_path / "deployer").mkdir()
+    shutil.copy(REPO / "deployer" / "limits.json", tmp_path / "deployer" / "limits.json")
     for test_file in (copy / "tests").glob("*.tftest.hcl"):
         test_file.unlink()
     runs = []
