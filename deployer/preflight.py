@@ -197,11 +197,19 @@ def organisation_domain(p: Probe) -> str | None:
 def check_members(p: Probe) -> CheckResult:
     """IAP's Google-managed OAuth client admits only identities of the project's organisation."""
     domain = organisation_domain(p)
+    if domain is None:
+        return CheckResult(
+            "members",
+            True,
+            f"no organisation found above {p.project} (or you cannot see it): IAP's "
+            "Google-managed OAuth client admits only members of the project's organisation; "
+            "see README, 'Members outside your organisation'",
+            warning=True,
+        )
     warning = vars_file.outside_organisation_warning(p.settings["web_app_users"], domain)
     if warning:
         return CheckResult("members", True, warning, warning=True)
-    where = f"organisation {domain}" if domain else "no organisation found"
-    return CheckResult("members", True, f"every member is inside IAP's reach ({where})")
+    return CheckResult("members", True, f"every member is in the organisation ({domain})")
 
 
 def _run(p: Probe, check: Check, name: str) -> CheckResult:

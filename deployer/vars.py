@@ -368,6 +368,8 @@ def outside_organisation_warning(members: list[str], domain: str | None = None) 
     outside = []
     for member in members:
         kind, _, email = member.partition(":")
+        if kind == "serviceAccount":
+            continue  # service accounts sign their own tokens; IAP admits them
         member_domain = email.rpartition("@")[2] if kind != "domain" else email
         if member_domain in CONSUMER_DOMAINS or (domain and member_domain != domain):
             outside.append(member)

@@ -365,6 +365,8 @@ def test_members_outside_the_organisation_are_warned_about(world):
     assert check.returncode == 0, check.stdout + check.stderr
     line = next(ln for ln in check.stdout.splitlines() if ln.startswith("warn members"))
     assert "user:bob@gmail.com, user:carol@partner.io" in line and "(example.com)" in line
+    no_org = world.deployer("check", FAKE_ORG_DOMAIN="")
+    assert no_org.returncode == 0 and "warn members: no organisation found" in no_org.stdout
 
 
 # ----- deploy ---------------------------------------------------------------------------------
