@@ -315,280 +315,261 @@ def median_of(n: int, fn: Callable[[], float]) -> float:
     return statistics.median(fn() for _ in range(n))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="Shorter runs (a smoke test).")
-    parser.add_argument("--update-readme", action="store_true")
-    args = parser.parse_args(argv)
-    seconds = 3.0 if args.quick else 8.0
-    repeats = 1 if args.quick else 3
+@dataclass(frozen=True)
+class Plan:
+    """How long each measure runs and how often (the median of `repeats` is reported)."""
 
+    seconds: float
+    repeats: int
+
+
+def migrate_databases(pg: Postgres, make: dict[str, Callable[[], Server]]) -> None:
+    """Create and migrate each server's own database, so cold starts measure serving only."""
+    for db in ("stock", "ours"):
+        pg.create_database(db, db, DB_PASSWORD)
+    subprocess.run(
+        [sys.executable, "-m", "deployer.server", "migrate"],
+        env=make["ours"]().env,
+        check=True,
+        capture_output=True,
+    )
+    stock_uri = database_uri_from_parts(
+        DbEngine.POSTGRESQL, "stock", DB_PASSWORD, "stock", str(pg.socket_dir)
+    )
+    subprocess.run(
+        [sys.executable, "-m", "mlflow", "db", "upgrade", stock_uri],
+        check=True,
+        capture_output=True,
+        env=base_env(),
+    )
+
+
+def measure_cold_start(make: dict[str, Callable[[], Server]], root: Path, plan: Plan) -> Row:
+    """Seconds from start to the first /health 200, stock and ours alternately."""
+    cold: dict[str, list[float]] = {"stock": [], "ours": []}
+    for i in range(plan.repeats):
+        for name in ("stock", "ours"):
+            server = make[name]()
+            try:
+                cold[name].append(server.start(root / f"cold-{name}-{i}.log"))
+            finally:
+                server.stop()
+    c_ours, c_stock = statistics.median(cold["ours"]), statistics.median(cold["stock"])
+    return Row(
+        "cold start to first /health 200",
+        c_ours,
+        c_stock,
+        "s",
+        "<= 0.6x",
+        False,
+        c_ours / c_stock <= 0.6,
+    )
+
+
+def measure_search(server: Server, plan: Plan) -> tuple[dict[str, float], float]:
+    """Concurrent experiments/runs search: the median run's figures, and the peak memory."""
+    figures: dict[str, float] = {}
+    peak = 0.0
+    for kind in ("experiments", "runs"):
+        runs = []
+        for _ in range(plan.repeats):
+            runs.append(concurrent_search(server.url, server.headers, kind, plan.seconds))
+            peak = max(peak, server.rss_mb())
+        best = sorted(runs, key=lambda x: x["rps"])[len(runs) // 2]
+        for k, v in best.items():
+            figures[f"{kind}_{k}"] = v
+    return figures, peak
+
+
+def measure_server(server: Server, log: Path, plan: Plan) -> dict[str, float]:
+    """One server under load: memory idle and under load, logging and search rates."""
+    server.start(log)
+    try:
+        time.sleep(5)  # let background workers (stock's job runner) settle
+        r: dict[str, float] = {"rss_idle": server.rss_mb(), "rss_parent": server.root_mb()}
+        r["log_metric"] = median_of(
+            plan.repeats, lambda: log_metric_rate(server.url, server.headers, plan.seconds)
+        )
+        r["log_batch"] = median_of(
+            plan.repeats, lambda: log_batch_rate(server.url, server.headers, plan.seconds)
+        )
+        search, peak = measure_search(server, plan)
+        r.update(search)
+        r["rss_load"] = max(peak, server.rss_mb())
+        return r
+    finally:
+        server.stop()
+
+
+# (name, key, unit, target, higher is better, met when ours/stock is within this, or None)
+LOAD_MEASURES: tuple[tuple[str, str, str, str, bool, float | None], ...] = (
+    ("log_metric, 1 client kept alive", "log_metric", "calls/s", ">= 5x", True, 5),
+    ("log_batch, 1,000 metrics a call", "log_batch", "metrics/s", ">= 1.2x", True, 1.2),
+    ("experiments/search, 8 clients", "experiments_rps", "req/s", ">= 3x", True, 3),
+    ("experiments/search p50", "experiments_p50_ms", "ms", "", False, None),
+    ("experiments/search p99", "experiments_p99_ms", "ms", "<= 0.5x", False, 0.5),
+    ("runs/search, 8 clients", "runs_rps", "req/s", ">= 3x", True, 3),
+    ("runs/search p50", "runs_p50_ms", "ms", "", False, None),
+    ("runs/search p99", "runs_p99_ms", "ms", "<= 0.5x", False, 0.5),
+    ("memory, idle (all processes)", "rss_idle", "MiB", "<= 0.25x", False, 0.25),
+    ("memory, under load", "rss_load", "MiB", "<= 0.25x, < 1 GiB", False, 0.25),
+)
+
+
+def load_rows(o: dict[str, float], s: dict[str, float]) -> list[Row]:
+    """The load figures of ours (o) against stock (s), with their targets."""
+    rows = []
+    for name, key, unit, target, higher, bound in LOAD_MEASURES:
+        met = None
+        if bound is not None:
+            ratio = o[key] / s[key]
+            met = ratio >= bound if higher else ratio <= bound
+        if key == "rss_load" and met is not None:
+            met = met and o[key] < 1024
+        rows.append(Row(name, o[key], s[key], unit, target, higher, met))
+    return rows
+
+
+def load_notes(o: dict[str, float], s: dict[str, float]) -> list[str]:
+    notes = [
+        f"Memory is the proportional set size (PSS) of each server's whole process tree, "
+        f"shared pages counted once as a container's limit counts them. Of ours at idle, "
+        f"{o['rss_parent']:.0f} MiB is the `mlflow server` process that only supervises "
+        "gunicorn; the workers share the preloaded app copy-on-write."
+    ]
+    errors = {
+        k: v
+        for k, v in {
+            **{f"ours {k}": v for k, v in o.items()},
+            **{f"stock {k}": v for k, v in s.items()},
+        }.items()
+        if k.endswith("errors") and v
+    }
+    if errors:
+        notes.append(f"non-200 answers during the search runs: {errors}")
+    return notes
+
+
+def client_rows() -> list[Row]:
+    overhead = client_overhead()
+    return [
+        Row(
+            "plugin: token mints per 10,000 requests",
+            overhead["mints"],
+            10_000,
+            "",
+            "1 per token lifetime",
+            False,
+            overhead["mints"] == 1,
+        ),
+        Row(
+            "plugin: time added per request vs a static token",
+            overhead["added_us"],
+            1000,
+            "µs",
+            "< 1 ms",
+            False,
+            overhead["added_us"] < 1000,
+        ),
+    ]
+
+
+def cost_rows() -> list[Row]:
+    from deployer import cost
+    from deployer import vars as vars_file
+
+    defaults = {f.name: f.default for f in vars_file.FIELDS}
+    usage = cost.Usage(requests_per_month=200_000, seconds_per_request=0.1, artifacts_gb=50)
+    idle = cost.Usage(0, 0.1, 50)
+    ours_idle = cost.estimate(defaults, idle).total
+    ae_idle = cost.app_engine_flexible_estimate(idle).total
+    ours_used = cost.estimate(defaults, usage).total
+    ae_used = cost.app_engine_flexible_estimate(usage).total
+    direct_idle = cost.estimate({**defaults, "vpc_egress": "direct"}, idle).total
+    return [
+        Row(
+            "cost, idle (defaults vs App Engine flex)",
+            ours_idle,
+            ae_idle,
+            "$/month",
+            "<= 0.2x",
+            False,
+            ours_idle / ae_idle <= 0.2,
+        ),
+        Row(
+            "cost, idle with vpc_egress = direct",
+            direct_idle,
+            ae_idle,
+            "$/month",
+            "<= 0.2x",
+            False,
+            direct_idle / ae_idle <= 0.2,
+        ),
+        Row("cost, 200k requests/month", ours_used, ae_used, "$/month", "", False),
+    ]
+
+
+def method_notes(plan: Plan) -> list[str]:
+    return [
+        f"Measured {time.strftime('%Y-%m-%d')} on this machine ({os.cpu_count()} cores), "
+        f"median of {plan.repeats} run(s) of {plan.seconds:.0f} s each; `make bench` ran it.",
+        "Stock: `mlflow server` 3.17.2, default flags (4 uvicorn workers, job execution on), "
+        "no auth. Ours: the entrypoint as Cloud Run starts it (gunicorn, 2 workers x 4 "
+        "threads, job execution off), verifying an IAP assertion on every request.",
+        "Ours serves MLflow's Flask app under gunicorn: tracking, model registry, artifacts "
+        "and the UI. It gives up the routes MLflow serves only from its FastAPI app under "
+        "uvicorn (OTLP trace ingest, the job API, the AI gateway, the assistant).",
+        "Cost rows come from deployer/prices.toml (App Engine flexible: one instance always "
+        "on plus Cloud SQL MySQL db-f1-micro, the older one-click design).",
+    ]
+
+
+def measure_all(plan: Plan) -> tuple[list[Row], list[str]]:
+    """Every measure, against one PostgreSQL and one set of IAP keys."""
     root = Path(tempfile.mkdtemp(prefix="bench-"))
     pg = Postgres().init().start()
     keys = IapKeys(AUDIENCE)
-    rows: list[Row] = []
-    notes: list[str] = []
     try:
-        for db in ("stock", "ours"):
-            pg.create_database(db, db, DB_PASSWORD)
         make = make_servers(pg, keys, root)
-        migrate_env = make["ours"]().env
-        subprocess.run(
-            [sys.executable, "-m", "deployer.server", "migrate"],
-            env=migrate_env,
-            check=True,
-            capture_output=True,
-        )
-        stock_uri = database_uri_from_parts(
-            DbEngine.POSTGRESQL, "stock", DB_PASSWORD, "stock", str(pg.socket_dir)
-        )
-        subprocess.run(
-            [sys.executable, "-m", "mlflow", "db", "upgrade", stock_uri],
-            check=True,
-            capture_output=True,
-            env=base_env(),
-        )
-
-        # 1. cold start
-        cold: dict[str, list[float]] = {"stock": [], "ours": []}
-        for i in range(repeats):
-            for name in ("stock", "ours"):
-                server = make[name]()
-                try:
-                    cold[name].append(server.start(root / f"cold-{name}-{i}.log"))
-                finally:
-                    server.stop()
-        c_ours, c_stock = statistics.median(cold["ours"]), statistics.median(cold["stock"])
-        rows.append(
-            Row(
-                "cold start to first /health 200",
-                c_ours,
-                c_stock,
-                "s",
-                "<= 0.6x",
-                False,
-                c_ours / c_stock <= 0.6,
-            )
-        )
-
-        results: dict[str, dict[str, float]] = {}
-        for name in ("stock", "ours"):
-            server = make[name]()
-            server.start(root / f"load-{name}.log")
-            try:
-                time.sleep(5)  # let background workers (stock's job runner) settle
-                r: dict[str, float] = {"rss_idle": server.rss_mb(), "rss_parent": server.root_mb()}
-                r["log_metric"] = median_of(
-                    repeats, lambda s=server: log_metric_rate(s.url, s.headers, seconds)
-                )
-                r["log_batch"] = median_of(
-                    repeats, lambda s=server: log_batch_rate(s.url, s.headers, seconds)
-                )
-                peak = [0.0]
-
-                def sample(s=server, peak=peak) -> None:
-                    peak[0] = max(peak[0], s.rss_mb())
-
-                for kind in ("experiments", "runs"):
-                    runs = []
-                    for _ in range(repeats):
-                        runs.append(concurrent_search(server.url, server.headers, kind, seconds))
-                        sample()
-                    best = sorted(runs, key=lambda x: x["rps"])[len(runs) // 2]
-                    for k, v in best.items():
-                        r[f"{kind}_{k}"] = v
-                r["rss_load"] = max(peak[0], server.rss_mb())
-                results[name] = r
-            finally:
-                server.stop()
-
-        o, s = results["ours"], results["stock"]
-        rows += [
-            Row(
-                "log_metric, 1 client kept alive",
-                o["log_metric"],
-                s["log_metric"],
-                "calls/s",
-                ">= 5x",
-                True,
-                o["log_metric"] / s["log_metric"] >= 5,
-            ),
-            Row(
-                "log_batch, 1,000 metrics a call",
-                o["log_batch"],
-                s["log_batch"],
-                "metrics/s",
-                ">= 1.2x",
-                True,
-                o["log_batch"] / s["log_batch"] >= 1.2,
-            ),
-            Row(
-                "experiments/search, 8 clients",
-                o["experiments_rps"],
-                s["experiments_rps"],
-                "req/s",
-                ">= 3x",
-                True,
-                o["experiments_rps"] / s["experiments_rps"] >= 3,
-            ),
-            Row(
-                "experiments/search p50",
-                o["experiments_p50_ms"],
-                s["experiments_p50_ms"],
-                "ms",
-                "",
-                False,
-            ),
-            Row(
-                "experiments/search p99",
-                o["experiments_p99_ms"],
-                s["experiments_p99_ms"],
-                "ms",
-                "<= 0.5x",
-                False,
-                o["experiments_p99_ms"] / s["experiments_p99_ms"] <= 0.5,
-            ),
-            Row(
-                "runs/search, 8 clients",
-                o["runs_rps"],
-                s["runs_rps"],
-                "req/s",
-                ">= 3x",
-                True,
-                o["runs_rps"] / s["runs_rps"] >= 3,
-            ),
-            Row("runs/search p50", o["runs_p50_ms"], s["runs_p50_ms"], "ms", "", False),
-            Row(
-                "runs/search p99",
-                o["runs_p99_ms"],
-                s["runs_p99_ms"],
-                "ms",
-                "<= 0.5x",
-                False,
-                o["runs_p99_ms"] / s["runs_p99_ms"] <= 0.5,
-            ),
-            Row(
-                "memory, idle (all processes)",
-                o["rss_idle"],
-                s["rss_idle"],
-                "MiB",
-                "<= 0.25x",
-                False,
-                o["rss_idle"] / s["rss_idle"] <= 0.25,
-            ),
-            Row(
-                "memory, under load",
-                o["rss_load"],
-                s["rss_load"],
-                "MiB",
-                "<= 0.25x, < 1 GiB",
-                False,
-                o["rss_load"] / s["rss_load"] <= 0.25 and o["rss_load"] < 1024,
-            ),
-        ]
-        notes.append(
-            f"Memory is the proportional set size (PSS) of each server's whole process tree, "
-            f"shared pages counted once as a container's limit counts them. Of ours at idle, "
-            f"{o['rss_parent']:.0f} MiB is the `mlflow server` process that only supervises "
-            "gunicorn; the workers share the preloaded app copy-on-write."
-        )
-        errors = {
-            k: v
-            for k, v in {
-                **{f"ours {k}": v for k, v in o.items()},
-                **{f"stock {k}": v for k, v in s.items()},
-            }.items()
-            if k.endswith("errors") and v
+        migrate_databases(pg, make)
+        rows = [measure_cold_start(make, root, plan)]
+        results = {
+            name: measure_server(make[name](), root / f"load-{name}.log", plan)
+            for name in ("stock", "ours")
         }
-        if errors:
-            notes.append(f"non-200 answers during the search runs: {errors}")
-
-        overhead = client_overhead()
-        rows.append(
-            Row(
-                "plugin: token mints per 10,000 requests",
-                overhead["mints"],
-                10_000,
-                "",
-                "1 per token lifetime",
-                False,
-                overhead["mints"] == 1,
-            )
-        )
-        rows.append(
-            Row(
-                "plugin: time added per request vs a static token",
-                overhead["added_us"],
-                1000,
-                "µs",
-                "< 1 ms",
-                False,
-                overhead["added_us"] < 1000,
-            )
-        )
-
-        from deployer import cost
-        from deployer import vars as vars_file
-
-        defaults = {f.name: f.default for f in vars_file.FIELDS}
-        usage = cost.Usage(requests_per_month=200_000, seconds_per_request=0.1, artifacts_gb=50)
-        idle = cost.Usage(0, 0.1, 50)
-        ours_idle = cost.estimate(defaults, idle).total
-        ae_idle = cost.app_engine_flexible_estimate(idle).total
-        ours_used = cost.estimate(defaults, usage).total
-        ae_used = cost.app_engine_flexible_estimate(usage).total
-        direct_idle = cost.estimate({**defaults, "vpc_egress": "direct"}, idle).total
-        rows.append(
-            Row(
-                "cost, idle (defaults vs App Engine flex)",
-                ours_idle,
-                ae_idle,
-                "$/month",
-                "<= 0.2x",
-                False,
-                ours_idle / ae_idle <= 0.2,
-            )
-        )
-        rows.append(
-            Row(
-                "cost, idle with vpc_egress = direct",
-                direct_idle,
-                ae_idle,
-                "$/month",
-                "<= 0.2x",
-                False,
-                direct_idle / ae_idle <= 0.2,
-            )
-        )
-        rows.append(Row("cost, 200k requests/month", ours_used, ae_used, "$/month", "", False))
-        notes += [
-            f"Measured {time.strftime('%Y-%m-%d')} on this machine ({os.cpu_count()} cores), "
-            f"median of {repeats} run(s) of {seconds:.0f} s each; `make bench` ran it.",
-            "Stock: `mlflow server` 3.17.2, default flags (4 uvicorn workers, job execution on), "
-            "no auth. Ours: the entrypoint as Cloud Run starts it (gunicorn, 2 workers x 4 "
-            "threads, job execution off), verifying an IAP assertion on every request.",
-            "Ours serves MLflow's Flask app under gunicorn: tracking, model registry, artifacts "
-            "and the UI. It gives up the routes MLflow serves only from its FastAPI app under "
-            "uvicorn (OTLP trace ingest, the job API, the AI gateway, the assistant).",
-            "Cost rows come from deployer/prices.toml (App Engine flexible: one instance always "
-            "on plus Cloud SQL MySQL db-f1-micro, the older one-click design).",
-        ]
+        rows += load_rows(results["ours"], results["stock"])
+        notes = load_notes(results["ours"], results["stock"])
+        rows += client_rows() + cost_rows()
+        notes += method_notes(plan)
     finally:
         keys.close()
         pg.destroy()
+    return rows, notes
 
+
+def write_results(rows: list[Row], notes: list[str], update_readme: bool) -> None:
     table = render(rows, notes)
     print(table)
     (REPO / "bench" / "results.md").write_text(table + "\n")
     (REPO / "bench" / "results.json").write_text(
         json.dumps([r.__dict__ | {"ratio": r.ratio} for r in rows], indent=2) + "\n"
     )
-    if args.update_readme:
+    if update_readme:
         readme = (REPO / "README.md").read_text()
         if BEGIN in readme and END in readme:
             start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
             readme = readme[:start] + "\n" + table + "\n" + readme[end:]
             (REPO / "README.md").write_text(readme)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="Shorter runs (a smoke test).")
+    parser.add_argument("--update-readme", action="store_true")
+    args = parser.parse_args(argv)
+    plan = Plan(seconds=3.0, repeats=1) if args.quick else Plan(seconds=8.0, repeats=3)
+    rows, notes = measure_all(plan)
+    write_results(rows, notes, args.update_readme)
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import requests
 
 from deployer import client_env, image_build
+from deployer.errors import DeployerError
 from deployer.runner import Runner
 from deployer.stack import RESUME, PlanSummary, Stack
 from deployer.tokens import TokenError, TokenMinter
@@ -30,7 +31,7 @@ ALL_BUT_NETWORK_TARGETS = (*KEEP_DATA_TARGETS, "module.database", "module.artifa
 SERVICE_PEERING = "servicenetworking-googleapis-com"
 
 
-class DeployError(RuntimeError):
+class DeployError(DeployerError, RuntimeError):
     pass
 
 
@@ -82,6 +83,29 @@ def _plan_and_apply(
     echo("Applying (Cloud SQL takes 5-10 minutes the first time) ...")
     stack.apply_plan()
     return summary
+
+
+def apply_command(
+    settings: Settings, runner: Runner, confirm: Callable[[PlanSummary], bool] | None = None
+) -> dict[str, Any] | None:
+    """`deployer apply`: the whole stack, or only the registry while the image is not built
+    (Cloud Run cannot start without it). Returns the outputs after a real apply."""
+    stack = Stack(settings, runner)
+    image = image_build.image_for(settings)
+    if not image_build.image_exists(runner, image, stack.project):
+        apply(stack, image, BOOTSTRAP_TARGETS, confirm=confirm)
+        if runner.dry_run:
+            runner.echo(
+                f"[dry-run] {image} is not built yet: apply would stop after the registry; "
+                "`deployer build` builds it (`deployer deploy` does both)"
+            )
+            return None
+        raise DeployError(
+            f"the server image {image} is not built yet; the registry is ready: run "
+            "`deployer build`, then `deployer apply` again (`deployer deploy` does all of it)"
+        )
+    apply(stack, image, confirm=confirm)
+    return None if runner.dry_run else stack.outputs()
 
 
 def ensure_iap_service_agent(stack: Stack) -> None:
