@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from deployer import jose, mlflow_auth, tokens
 from tests.conftest import REPO, console_script
+from tests.support import jws
 from tests.support.cloud_server import migrate_and_serve, running_stack
 from tests.support.google_endpoints.sitecustomize import point_google_auth_at
 from tests.support.google_fakes import WIF_AUDIENCE, GoogleFakes
@@ -341,9 +342,9 @@ def test_tokens_are_rejected_by_the_stand_in_when_forged(world):
     )
     good = result.stdout.strip()
     h, _, s = good.split(".")
-    claims = jose.parse(good).claims
+    claims = jws.parse(good).claims
     claims["sub"] = claims["iss"] = CI_SA  # claim to be someone else, keep the signature
-    forged = ".".join([h, jose.b64url_encode(json.dumps(claims).encode()), s])
+    forged = ".".join([h, jws.b64url_encode(json.dumps(claims).encode()), s])
     with pytest.raises(jose.TokenError):
         proxy.identify(forged)
 

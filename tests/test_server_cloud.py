@@ -15,8 +15,8 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 from mlflow import MlflowClient
 
-from deployer import jose
 from deployer.server.iap import MIN_REFRESH_SECONDS
+from tests.support import jws
 from tests.support.cloud_server import BUCKET, DB_PASSWORD, CloudStack, running_stack
 from tests.support.iap_keys import IapKeys, iap_headers
 from tests.support.processes import free_port
@@ -105,7 +105,7 @@ def _search(url: str, assertion: str | None) -> requests.Response:
 
 def _forged_none_alg(keys: IapKeys) -> str:
     good = keys.assertion()
-    header = jose.b64url_encode(
+    header = jws.b64url_encode(
         b'{"alg":"none","typ":"JWT","kid":"' + next(iter(keys.keys)).encode() + b'"}'
     )
     return f"{header}.{good.split('.')[1]}."
@@ -113,9 +113,9 @@ def _forged_none_alg(keys: IapKeys) -> str:
 
 def _bad_signature(keys: IapKeys) -> str:
     h, p, s = keys.assertion().split(".")
-    sig = bytearray(jose.b64url_decode(s))
+    sig = bytearray(jws.b64url_decode(s))
     sig[5] ^= 0x01
-    return f"{h}.{p}.{jose.b64url_encode(bytes(sig))}"
+    return f"{h}.{p}.{jws.b64url_encode(bytes(sig))}"
 
 
 @pytest.mark.parametrize(

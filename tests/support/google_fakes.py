@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from deployer import jose
+from tests.support import jws
 from tests.support.http import LocalHttpServer, Request, Response
 from tests.support.processes import base_env
 
@@ -202,7 +203,7 @@ class GoogleFakes:
         now = int(time.time())
         with self._lock:
             self.counters.id_tokens += 1
-        return jose.sign(
+        return jws.sign(
             {
                 "iss": GOOGLE_ISSUER,
                 "aud": audience,
@@ -248,14 +249,14 @@ class GoogleFakes:
         if req.path == "/oauth2/v3/certs":
             return Response(
                 200,
-                {"keys": [jose.jwk_from_public_key(self.google_key.public_key(), self.google_kid)]},
+                {"keys": [jws.jwk_from_public_key(self.google_key.public_key(), self.google_kid)]},
             )
         if req.path.startswith("/service_accounts/v1/jwk/"):
             sa = self.accounts.get(unquote(req.path.rsplit("/", 1)[1]))
             if sa is None:
                 return _error(404, "Not found", "NOT_FOUND")
             return Response(
-                200, {"keys": [jose.jwk_from_public_key(sa.key.public_key(), sa.key_id)]}
+                200, {"keys": [jws.jwk_from_public_key(sa.key.public_key(), sa.key_id)]}
             )
         return _error(404, f"no fake for {req.method} {req.path}", "NOT_FOUND")
 
@@ -335,7 +336,7 @@ class GoogleFakes:
     def github_oidc_token(self, repository: str, audience: str) -> str:
         """What GitHub Actions hands a job with `id-token: write`."""
         now = int(time.time())
-        return jose.sign(
+        return jws.sign(
             {
                 "iss": GITHUB_ISSUER,
                 "aud": audience,
@@ -438,12 +439,12 @@ class GoogleFakes:
                 200,
                 {
                     "keyId": sa.key_id,
-                    "signedJwt": jose.sign(json.loads(body["payload"]), sa.key, sa.key_id),
+                    "signedJwt": jws.sign(json.loads(body["payload"]), sa.key, sa.key_id),
                 },
             )
         with self._lock:
             self.counters.sign_blob += 1
-        signature = jose.sign_bytes(base64.b64decode(body["payload"]), sa.key)
+        signature = jws.sign_bytes(base64.b64decode(body["payload"]), sa.key)
         return Response(
             200, {"keyId": sa.key_id, "signedBlob": base64.b64encode(signature).decode()}
         )

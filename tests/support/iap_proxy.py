@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import requests
 
 from deployer import jose
+from tests.support import jws
 from tests.support.google_fakes import GOOGLE_ISSUER, GoogleFakes
 from tests.support.http import LocalHttpServer, Request, Response
 from tests.support.iap_keys import IapKeys
@@ -58,8 +59,8 @@ class IapProxy:
 
     def identify(self, token: str) -> str:
         """The verified identity behind a bearer token, or TokenError saying why not."""
-        header = jose.parse(token).header
-        claims = jose.parse(token).claims
+        header = jws.parse(token).header
+        claims = jws.parse(token).claims
         if claims.get("iss") == GOOGLE_ISSUER:
             verified = jose.verify(
                 token,
