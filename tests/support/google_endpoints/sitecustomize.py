@@ -23,7 +23,13 @@ def point_google_auth_at(base: str, setattr_=setattr) -> None:
     setattr_(iam, "_IAM_SIGNJWT_ENDPOINT", accounts + ":signJwt")
     setattr_(iam, "_IAM_IDTOKEN_ENDPOINT", accounts + ":generateIdToken")
     setattr_(external, "_CLOUD_RESOURCE_MANAGER", f"{base}/v1/projects/")
+    from deployer import user_login
+
+    setattr_(user_login, "AUTH_URI", f"{base}/o/oauth2/auth")
+    setattr_(user_login, "TOKEN_URI", f"{base}/token")
 
 
 if os.environ.get("DEPLOYER_TEST_GOOGLE_FAKES"):
+    # The fakes speak plain HTTP on loopback; oauthlib refuses that unless told.
+    os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
     point_google_auth_at(os.environ["DEPLOYER_TEST_GOOGLE_FAKES"])
