@@ -77,6 +77,7 @@ _IAP_AUDIENCE = re.compile(
 )
 _HOST_PATTERN = re.compile(r"^[A-Za-z0-9*.:\[\]-]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_BARE_EMAIL = re.compile(r"[^@\s:,]+@[^@\s:,]+\.[^@\s:,]+")
 
 
 class SettingsError(ValueError):
@@ -300,7 +301,7 @@ def _cors_origins(env: Mapping[str, str]) -> tuple[str, ...]:
 def _admin_emails(env: Mapping[str, str]) -> frozenset[str]:
     emails = _csv(env, Env.ADMIN_EMAILS)
     for email in emails:
-        if not _EMAIL.match(email):
+        if not _BARE_EMAIL.fullmatch(email):
             raise SettingsError(
                 f"{Env.ADMIN_EMAILS.value} entry {email!r} is not an email: give bare emails, "
                 "comma-separated (alice@example.com,bob@example.com)"
