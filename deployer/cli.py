@@ -406,7 +406,7 @@ def build_cmd(vars_path: Path, dry_run: bool, local_docker: bool) -> None:
     from deployer import image_build
 
     settings = _settings(vars_path)
-    image = image_build.image_reference(settings["project_id"], settings["region"])
+    image = image_build.image_for(settings)
     _guard(
         image_build.build,
         _runner(dry_run),
@@ -430,7 +430,7 @@ def apply_cmd(vars_path: Path, dry_run: bool, yes: bool) -> None:
     settings = _settings(vars_path)
     runner = _runner(dry_run)
     stack = _guard(Stack, settings, runner)
-    image = image_build.image_reference(settings["project_id"], settings["region"])
+    image = image_build.image_for(settings)
 
     def confirm(summary) -> bool:
         return yes or dry_run or click.confirm(f"Apply ({summary.describe()})?", default=False)

@@ -1,8 +1,9 @@
 """The owner's commands: apply, deploy, status, destroy, as a library the CLI calls.
 
-deploy = state bucket -> registry -> image (built only if its content changed) -> the whole
-stack -> the schema migration job -> /health through IAP with a minted token -> the URL and the
-researchers' lines. Every step is idempotent, so a re-run after any failure resumes.
+deploy = state bucket -> APIs, registry and IAP's service agent -> image (built only if its
+content changed) -> the whole stack, in which Terraform runs the schema migration job before the
+service rolls out -> /health through IAP with a minted token -> the URL and the researchers'
+lines. Every step is idempotent, so a re-run after any failure resumes.
 """
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ from deployer.stack import RESUME, PlanSummary, Stack
 from deployer.tokens import TokenError, TokenMinter
 from deployer.vars import Settings
 
-BOOTSTRAP_TARGETS = ("module.services", "module.registry")
+BOOTSTRAP_TARGETS = ("module.apis", "module.registry")
 KEEP_DATA_TARGETS = ("module.service", "module.access", "module.registry")
+# `--delete-data` destroys all but the network first, so the network's VPC peering can be
+# removed before the network itself goes (see remove_service_peering).
+ALL_BUT_NETWORK_TARGETS = (*KEEP_DATA_TARGETS, "module.database", "module.artifacts")
+# The peering Service Networking creates for private services access (its fixed name).
+SERVICE_PEERING = "servicenetworking-googleapis-com"
 
 
 class DeployError(RuntimeError):
@@ -35,7 +41,22 @@ def apply(
     overrides: dict[str, Any] | None = None,
     confirm: Callable[[PlanSummary], bool] | None = None,
 ) -> PlanSummary:
-    """render tfvars -> init -> plan -> (confirm) -> apply; no changes means nothing is applied."""
+    """render tfvars -> init -> plan -> (confirm) -> apply; no changes means nothing is applied.
+    The bootstrap apply (APIs and registry) is followed by IAP's service agent, which every
+    later full apply needs (`deployer deploy` and `deployer apply` both pass through it)."""
+    summary = _plan_and_apply(stack, image, targets, overrides, confirm)
+    if targets == BOOTSTRAP_TARGETS:
+        ensure_iap_service_agent(stack)
+    return summary
+
+
+def _plan_and_apply(
+    stack: Stack,
+    image: str,
+    targets: tuple[str, ...],
+    overrides: dict[str, Any] | None,
+    confirm: Callable[[PlanSummary], bool] | None,
+) -> PlanSummary:
     echo = stack.runner.echo
     stack.render_tfvars(image, overrides)
     if stack.runner.dry_run and not stack.state_bucket_exists():
@@ -63,28 +84,56 @@ def apply(
     return summary
 
 
-def run_migration(stack: Stack, job: str) -> None:
-    stack.runner.echo(f"Running the schema migration job {job} ...")
+def ensure_iap_service_agent(stack: Stack) -> None:
+    """Create IAP's service agent, which Google otherwise makes lazily: the stack grants it
+    roles/run.invoker, and that grant fails while the agent does not exist yet. The command
+    returns the existing agent when there is one. (Terraform's google_project_service_identity
+    is google-beta only; this stack uses the google provider alone.)"""
+    stack.runner.echo("Making sure IAP's service agent exists ...")
     stack.runner.run(
         [
             "gcloud",
-            "run",
-            "jobs",
-            "execute",
-            job,
-            "--region",
-            stack.region,
+            "beta",
+            "services",
+            "identity",
+            "create",
+            "--service=iap.googleapis.com",
             "--project",
             stack.project,
-            "--wait",
             "--format=json",
         ],
-        step="the migration job",
+        step="creating IAP's service agent",
         mutating=True,
-        stream=True,
-        fix=f"See its logs: gcloud run jobs executions list --job {job} "
-        f"--region {stack.region}; then run the same command again",
+        fix="Install gcloud's beta component (gcloud components install beta), then run the "
+        "same command again",
     )
+
+
+def remove_service_peering(stack: Stack, network: str) -> None:
+    """Remove the VPC peering private services access made in our network. Terraform abandons
+    the connection (Cloud SQL keeps resources behind it for days after the instance is gone, so
+    deleting it fails), and a network with a peering cannot be deleted."""
+    stack.runner.echo(f"Removing the private services peering of network {network} ...")
+    r = stack.runner.run(
+        [
+            "gcloud",
+            "compute",
+            "networks",
+            "peerings",
+            "delete",
+            SERVICE_PEERING,
+            "--network",
+            network,
+            "--project",
+            stack.project,
+            "--quiet",
+        ],
+        step="removing the private services peering",
+        mutating=True,
+        ok_codes=(0, 1),
+    )
+    if r.returncode != 0:
+        stack.runner.echo("  no such peering (already removed): nothing to do.")
 
 
 def wait_for_health(
@@ -140,26 +189,23 @@ def deploy(
 ) -> Deployed | None:
     stack = stack or Stack(settings, runner)
     echo = runner.echo
-    image = image_build.image_reference(stack.project, stack.region)
-    echo(f"== 1/5 registry for the image ({settings.environment})")
-    apply(stack, image, targets=BOOTSTRAP_TARGETS)
-    echo(f"== 2/5 image {image}")
+    image = image_build.image_for(settings)
+    echo(f"== 1/4 APIs, the image registry and IAP's service agent ({settings.environment})")
+    apply(stack, image, targets=BOOTSTRAP_TARGETS)  # then IAP's service agent
+    echo(f"== 2/4 image {image}")
     image_build.build(runner, image, stack.project, stack.region, local_docker)
-    echo("== 3/5 the stack")
+    echo("== 3/4 the stack (the schema migration runs before the new revision)")
     apply(stack, image)
     if runner.dry_run:
-        echo("[dry-run] would then run the migration job and wait for /health")
+        echo("[dry-run] would then wait for /health")
         return None
     outputs = stack.outputs()
     try:
         url = outputs["service_url"]
-        job = outputs["migration_job_name"]
         client = outputs["client_service_account"]
     except KeyError as e:
         raise DeployError(f"terraform output lacks {e}: {RESUME}") from None
-    echo("== 4/5 schema migration")
-    run_migration(stack, job)
-    echo("== 5/5 waiting for the service through IAP")
+    echo("== 4/4 waiting for the service through IAP")
     waited = wait_for_health(outputs, health_timeout, echo)
     echo(f"Healthy after {waited:.0f} s.")
     return Deployed(url, client, outputs)
@@ -236,15 +282,12 @@ def destroy_summary(settings: Settings, delete_data: bool) -> str:
 
 def destroy(settings: Settings, runner: Runner, delete_data: bool) -> None:
     stack = Stack(settings, runner)
-    image = image_build.image_reference(stack.project, stack.region)
+    image = image_build.image_for(settings)
     if delete_data:
-        runner.echo("Lifting deletion protection on the database, service and bucket ...")
-        # apply() renders the tfvars with protection off; the destroy below reads the same file.
-        apply(
-            stack, image, overrides={"deletion_protection": False, "artifacts_force_destroy": True}
-        )
-        stack.destroy()
+        _destroy_everything(stack, image)
     else:
+        # The service and job carry no deletion protection (they hold no data); the database
+        # and the bucket keep theirs and are not targeted.
         stack.render_tfvars(image)
         stack.init()
         stack.destroy(KEEP_DATA_TARGETS)
@@ -254,3 +297,19 @@ def destroy(settings: Settings, runner: Runner, delete_data: bool) -> None:
         f"Destroyed. Terraform's state stays in gs://{settings['state_bucket']} "
         f"({stack.state_prefix})."
     )
+
+
+def _destroy_everything(stack: Stack, image: str) -> None:
+    """Lift the database's protection, destroy all but the network, remove the network's
+    private services peering (only in a network the stack created), then destroy the rest."""
+    runner = stack.runner
+    runner.echo("Lifting deletion protection on the database and the bucket ...")
+    # apply() renders the tfvars with protection off; the destroys below read the same file.
+    apply(stack, image, overrides={"deletion_protection": False, "artifacts_force_destroy": True})
+    network = None
+    if not stack.settings["network_name"] and not runner.dry_run:
+        network = (stack.outputs().get("resource_names") or {}).get("network")
+    stack.destroy(ALL_BUT_NETWORK_TARGETS)
+    if network:
+        remove_service_peering(stack, network)
+    stack.destroy()

@@ -10,7 +10,8 @@ import hashlib
 from pathlib import Path
 
 from deployer.runner import Runner
-from deployer.stack import REPO_ROOT
+from deployer.stack import REPO_ROOT, deployment_name
+from deployer.vars import Settings
 
 IMAGE_NAME = "mlflow-server"
 # Everything image/Dockerfile copies in (see .dockerignore), and the Dockerfile itself.
@@ -40,8 +41,20 @@ def content_tag(root: Path = REPO_ROOT) -> str:
     return digest.hexdigest()[:16]
 
 
-def image_reference(project: str, region: str, root: Path = REPO_ROOT) -> str:
-    return f"{region}-docker.pkg.dev/{project}/mlflow/{IMAGE_NAME}:{content_tag(root)}"
+def repository_id(service_name: str, environment: str) -> str:
+    """The Artifact Registry repository Terraform creates for this environment: terraform/main.tf's
+    `local.name` (tests/test_terraform.py runs both rules on the same inputs)."""
+    return deployment_name(service_name, environment)
+
+
+def image_reference(project: str, region: str, repository: str, root: Path = REPO_ROOT) -> str:
+    return f"{region}-docker.pkg.dev/{project}/{repository}/{IMAGE_NAME}:{content_tag(root)}"
+
+
+def image_for(settings: Settings, root: Path = REPO_ROOT) -> str:
+    """The image reference of this tree for one environment's registry."""
+    repository = repository_id(settings["service_name"], settings.environment)
+    return image_reference(settings["project_id"], settings["region"], repository, root)
 
 
 def image_exists(runner: Runner, image: str, project: str) -> bool:

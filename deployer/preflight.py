@@ -12,8 +12,8 @@ from deployer.vars import Settings
 
 
 def required_apis() -> list[str]:
-    """The APIs terraform/modules/services enables: read from there, so the two never differ."""
-    text = (terraform_dir() / "modules" / "services" / "main.tf").read_text()
+    """The APIs terraform/modules/apis enables: read from there, so the two never differ."""
+    text = (terraform_dir() / "modules" / "apis" / "main.tf").read_text()
     return re.findall(r'"([a-z0-9.-]+\.googleapis\.com)"', text)
 
 

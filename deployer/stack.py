@@ -22,6 +22,15 @@ TERRAFORM_MIN_VERSION = (1, 9, 0)
 RESUME = "Fix what it says, then run the same command again: finished steps are skipped."
 
 
+SERVICE_NETWORKING = "servicenetworking.googleapis.com"
+
+
+def deployment_name(service_name: str, environment: str) -> str:
+    """terraform/main.tf's `local.name`, which every resource is named after (the registry
+    repository, the private services range, ...); tests/test_terraform.py checks they agree."""
+    return service_name if environment == "default" else f"{service_name}-{environment}"
+
+
 def terraform_dir() -> Path:
     path = Path(os.environ.get("DEPLOYER_TERRAFORM_DIR") or REPO_ROOT / "terraform")
     if not (path / "main.tf").exists():
@@ -66,6 +75,10 @@ class Stack:
     @property
     def region(self) -> str:
         return self.settings["region"]
+
+    @property
+    def name(self) -> str:
+        return deployment_name(self.settings["service_name"], self.settings.environment)
 
     @property
     def state_prefix(self) -> str:
@@ -149,6 +162,10 @@ class Stack:
     def render_tfvars(self, image: str, overrides: dict[str, Any] | None = None) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
         values = self.settings.tfvars(image, owner=self.owner_email())
+        # Terraform names every resource after the environment too (two can share a project).
+        values["environment"] = self.settings.environment
+        if "reuse_private_services_access" not in values and self.reuses_private_services():
+            values["reuse_private_services_access"] = True
         values.update(overrides or {})
         self.tfvars_path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
         return self.tfvars_path
@@ -164,6 +181,46 @@ class Stack:
         )
         accounts = [a.get("account") for a in (r.json() or []) if a.get("status") == "ACTIVE"]
         return accounts[0] if r.returncode == 0 and accounts else None
+
+    def reuses_private_services(self) -> bool:
+        """Whether network_name already has private services access that is not this stack's
+        own (its range is NAME-private-services): then Terraform must reuse it, because a
+        second CreateConnection with other ranges fails. Asked once per Stack."""
+        if not hasattr(self, "_reuse"):
+            self._reuse = self._find_foreign_private_services()
+        return self._reuse
+
+    def _find_foreign_private_services(self) -> bool:
+        network = self.settings["network_name"]
+        if not network:
+            return False
+        r = self.runner.run(
+            [
+                "gcloud",
+                "services",
+                "vpc-peerings",
+                "list",
+                "--network",
+                network,
+                "--service",
+                SERVICE_NETWORKING,
+                "--project",
+                self.project,
+                "--format=json",
+            ],
+            step=f"looking for private services access on network {network}",
+            ok_codes=(0, 1),
+        )
+        connections = (r.json() or []) if r.returncode == 0 else []
+        ours = f"{self.name}-private-services"
+        ranges = [rng for c in connections for rng in c.get("reservedPeeringRanges", [])]
+        if not connections or ours in ranges:
+            return False
+        self.runner.echo(
+            f"Network {network} already has private services access ({', '.join(ranges)}): "
+            "Cloud SQL will use it."
+        )
+        return True
 
     def init(self) -> None:
         self.terraform(

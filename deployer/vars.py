@@ -215,7 +215,7 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field(
         "vpc_egress",
-        "connector",
+        "direct",
         "connector (serverless VPC connector, ~$12/month) or direct (Direct VPC egress, $0).",
         _one_of("connector", "direct"),
         prompt=True,

@@ -5,40 +5,64 @@ provider "google" {
 }
 
 locals {
-  labels      = merge(var.labels, { app = "mlflow", managed-by = "terraform" })
-  bucket_name = var.artifacts_bucket_name != "" ? var.artifacts_bucket_name : "${var.project_id}-${var.service_name}-artifacts"
+  labels = merge(var.labels, { app = "mlflow", managed-by = "terraform" })
+
+  # One deployment's name: SERVICE_NAME in the default environment, SERVICE_NAME-ENVIRONMENT in
+  # any other, so two environments can share a project. Everything is named after it. The
+  # deployer derives the registry repository the same way (deployer/image_build.py
+  # repository_id; tests/test_terraform.py checks the two agree).
+  name = var.environment == "default" ? var.service_name : "${var.service_name}-${var.environment}"
+  # Ids with tight length limits get a cut name; a hash of the whole name keeps them distinct.
+  name_19 = length(local.name) <= 19 ? local.name : "${substr(local.name, 0, 14)}-${substr(sha1(local.name), 0, 4)}"
+  name_23 = length(local.name) <= 23 ? local.name : "${substr(local.name, 0, 18)}-${substr(sha1(local.name), 0, 4)}"
+  ids = {
+    runtime_account = "${local.name_23}-server"     # service account ids: 6-30 characters
+    client_account  = "${local.name_19}-log-pusher" # (the client account keeps its old name)
+    pool_prefix     = "${local.name_23}-gh"         # pool ids: 4-32 with the random suffix
+    connector       = "${local.name_19}-conn"       # connector names: at most 25
+    repository      = local.name
+    secret          = "${local.name}-db-password"
+  }
+  # Bucket names are global and at most 63 characters.
+  bucket_name = var.artifacts_bucket_name != "" ? var.artifacts_bucket_name : "${var.project_id}-${local.name_19}-artifacts"
 }
 
 data "google_project" "this" {
   project_id = var.project_id
+  depends_on = [module.apis]
 }
 
-module "services" {
-  source     = "./modules/services"
+module "apis" {
+  source     = "./modules/apis"
   project_id = var.project_id
 }
 
 module "network" {
-  source          = "./modules/network"
-  project_id      = var.project_id
-  region          = var.region
-  name_prefix     = var.service_name
-  network_name    = var.network_name
-  subnetwork_name = var.subnetwork_name
-  subnetwork_cidr = var.subnetwork_cidr
-  vpc_egress      = var.vpc_egress
-  connector_cidr  = var.connector_cidr
-  depends_on      = [module.services]
+  source                        = "./modules/network"
+  project_id                    = var.project_id
+  region                        = var.region
+  name_prefix                   = local.name
+  network_name                  = var.network_name
+  subnetwork_name               = var.subnetwork_name
+  subnetwork_cidr               = var.subnetwork_cidr
+  vpc_egress                    = var.vpc_egress
+  connector_cidr                = var.connector_cidr
+  connector_name                = local.ids.connector
+  private_services_cidr         = var.private_services_cidr
+  reuse_private_services_access = var.reuse_private_services_access
+  depends_on                    = [module.apis]
 }
 
 module "database" {
   source              = "./modules/database"
   project_id          = var.project_id
   region              = var.region
-  name_prefix         = var.service_name
+  name_prefix         = local.name
   engine              = var.db_engine
   tier                = var.db_tier
   network_id          = module.network.network_id
+  allocated_ip_range  = module.network.private_services_range
+  password_secret_id  = local.ids.secret
   deletion_protection = var.deletion_protection
   labels              = local.labels
   # The instance needs the private services connection before it can take a private IP.
@@ -52,31 +76,34 @@ module "artifacts" {
   bucket_name   = local.bucket_name
   force_destroy = var.artifacts_force_destroy
   labels        = local.labels
-  depends_on    = [module.services]
+  depends_on    = [module.apis]
 }
 
 module "registry" {
-  source     = "./modules/registry"
-  project_id = var.project_id
-  region     = var.region
-  labels     = local.labels
-  depends_on = [module.services]
+  source        = "./modules/registry"
+  project_id    = var.project_id
+  region        = var.region
+  repository_id = local.ids.repository
+  labels        = local.labels
+  depends_on    = [module.apis]
 }
 
 module "service" {
-  source         = "./modules/service"
-  project_id     = var.project_id
-  project_number = data.google_project.this.number
-  region         = var.region
-  service_name   = var.service_name
-  image          = var.image
+  source             = "./modules/service"
+  project_id         = var.project_id
+  project_number     = data.google_project.this.number
+  region             = var.region
+  service_name       = local.name
+  runtime_account_id = local.ids.runtime_account
+  image              = var.image
   database = {
-    engine             = module.database.engine
-    connection_name    = module.database.connection_name
-    database_name      = module.database.database_name
-    user_name          = module.database.user_name
-    password_secret_id = module.database.password_secret_id
-    max_connections    = module.database.max_connections
+    engine                  = module.database.engine
+    connection_name         = module.database.connection_name
+    database_name           = module.database.database_name
+    user_name               = module.database.user_name
+    password_secret_id      = module.database.password_secret_id
+    password_secret_version = module.database.password_secret_version
+    max_connections         = module.database.max_connections
   }
   bucket_name          = module.artifacts.name
   vpc_egress           = var.vpc_egress
@@ -91,16 +118,21 @@ module "service" {
   cpu                  = var.cpu
   memory               = var.memory
   custom_domain        = var.custom_domain
-  deletion_protection  = var.deletion_protection
+  web_app_admins       = var.web_app_admins
   labels               = local.labels
-  depends_on           = [module.services]
+  depends_on           = [module.apis]
 }
 
 module "access" {
-  source            = "./modules/access"
-  project_id        = var.project_id
-  region            = var.region
-  service_name      = module.service.service_name
-  web_app_users     = var.web_app_users
-  github_repository = var.github_repository
+  source                     = "./modules/access"
+  project_id                 = var.project_id
+  region                     = var.region
+  service_name               = module.service.service_name
+  web_app_users              = var.web_app_users
+  client_account_id          = local.ids.client_account
+  pool_id_prefix             = local.ids.pool_prefix
+  github_repository          = var.github_repository
+  github_repository_id       = var.github_repository_id
+  github_repository_owner_id = var.github_repository_owner_id
+  depends_on                 = [module.apis]
 }

@@ -34,7 +34,7 @@ output "cloud_sql_connection_name" {
 }
 
 output "migration_job_name" {
-  description = "The Cloud Run job `deployer deploy` runs before each rollout."
+  description = "The Cloud Run job that migrates the schema; Terraform executes it before each rollout of a new image."
   value       = module.service.migration_job_name
 }
 
@@ -61,4 +61,20 @@ output "region" {
 output "project_id" {
   description = "The project everything runs in."
   value       = var.project_id
+}
+
+output "environment" {
+  description = "The environment this state belongs to."
+  value       = var.environment
+}
+
+output "resource_names" {
+  description = "The ids this deployment gives its resources, derived from service_name and environment."
+  value = merge(local.ids, {
+    service = module.service.service_name
+    job     = module.service.migration_job_name
+    bucket  = local.bucket_name
+    pool    = module.access.workload_identity_pool_id
+    network = module.network.network_name
+  })
 }

@@ -16,9 +16,19 @@ variable "region" {
   }
 }
 
+variable "environment" {
+  type        = string
+  description = "The deployer's environment (its vars file's name). Outside \"default\" it is added to every name (SERVICE_NAME-ENVIRONMENT), so environments can share a project."
+  default     = "default"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,19}$", var.environment))
+    error_message = "environment must be 1-20 lowercase letters, digits or dashes, starting with a letter."
+  }
+}
+
 variable "service_name" {
   type        = string
-  description = "Name of the Cloud Run service; also the prefix of the other resources' names."
+  description = "Name of the Cloud Run service (SERVICE_NAME-ENVIRONMENT outside the default environment); also the prefix of the other resources' names."
   default     = "mlflow"
   validation {
     condition     = can(regex("^[a-z]([a-z0-9-]{0,18}[a-z0-9])?$", var.service_name))
@@ -51,6 +61,16 @@ variable "web_app_users" {
   }
 }
 
+variable "web_app_admins" {
+  type        = list(string)
+  description = "MLflow administrators: user:EMAIL or serviceAccount:EMAIL, passed to the server as ADMIN_EMAILS. Empty: the deployer decides (the deploying owner)."
+  default     = []
+  validation {
+    condition     = alltrue([for m in var.web_app_admins : can(regex("^(user|serviceAccount):[^@\\s]+@[^@\\s]+\\.[a-z]{2,}$", m))])
+    error_message = "Each admin must be user:EMAIL or serviceAccount:EMAIL."
+  }
+}
+
 variable "network_name" {
   type        = string
   description = "An existing VPC network to reuse; empty creates SERVICE_NAME-network."
@@ -75,13 +95,39 @@ variable "subnetwork_name" {
   }
 }
 
+# Direct VPC egress is the default: no standing instances, so nothing bills while idle, and
+# Google recommends it over connectors for new setups ("Direct VPC egress ... lower latency,
+# higher throughput, lower costs" - https://cloud.google.com/run/docs/configuring/connecting-vpc).
+# Its documented cost is a slower first connection at instance start ("a minute or more",
+# https://cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations), which the service's
+# startup probe allows for. Its subnetwork needs free addresses for twice the instances.
 variable "vpc_egress" {
   type        = string
-  description = "How Cloud Run reaches Cloud SQL's private IP. \"connector\": a serverless VPC connector, 2 always-on e2-micro instances (about $12/month). \"direct\": Direct VPC egress, no standing instances (no extra cost)."
-  default     = "connector"
+  description = "How Cloud Run reaches Cloud SQL's private IP. \"direct\": Direct VPC egress, no standing instances (no extra cost; a minute or more to connect at instance start). \"connector\": a serverless VPC connector, 2 always-on e2-micro instances (about $12/month)."
+  default     = "direct"
   validation {
     condition     = contains(["connector", "direct"], var.vpc_egress)
     error_message = "vpc_egress must be \"connector\" or \"direct\"."
+  }
+}
+
+variable "private_services_cidr" {
+  type        = string
+  description = "The range reserved for private services access (Cloud SQL's private IP); /24 or larger, clear of the network's other ranges."
+  default     = "10.9.0.0/20"
+  validation {
+    condition     = can(cidrnetmask(var.private_services_cidr)) && tonumber(split("/", var.private_services_cidr)[1]) <= 24 && cidrhost(var.private_services_cidr, 0) == split("/", var.private_services_cidr)[0]
+    error_message = "private_services_cidr must be an IPv4 range of /24 or larger starting on its boundary, such as 10.9.0.0/20."
+  }
+}
+
+variable "reuse_private_services_access" {
+  type        = bool
+  description = "network_name already has private services access (a servicenetworking peering): use it, create no range or connection."
+  default     = false
+  validation {
+    condition     = !(var.reuse_private_services_access && var.network_name == "")
+    error_message = "reuse_private_services_access needs network_name: a network created here has no private services access yet."
   }
 }
 
@@ -107,7 +153,7 @@ variable "subnetwork_cidr" {
 
 variable "db_engine" {
   type        = string
-  description = "Database engine: \"postgresql\" (PostgreSQL 16) or \"mysql\" (MySQL 8.0)."
+  description = "Database engine: \"postgresql\" (PostgreSQL 16) or \"mysql\" (MySQL 8.4)."
   default     = "postgresql"
   validation {
     condition     = contains(["postgresql", "mysql"], var.db_engine)
@@ -137,7 +183,7 @@ variable "db_reserved_connections" {
 
 variable "deletion_protection" {
   type        = bool
-  description = "Protect the database and the service from deletion. `deployer destroy --delete-data` turns it off first."
+  description = "Protect the database from deletion (in Terraform and in Cloud SQL). `deployer destroy --delete-data` turns it off first; the service and job hold no data and are never protected."
   default     = true
 }
 
@@ -149,7 +195,7 @@ variable "artifacts_force_destroy" {
 
 variable "artifacts_bucket_name" {
   type        = string
-  description = "Name of the artifact bucket; empty uses PROJECT_ID-SERVICE_NAME-artifacts."
+  description = "Name of the artifact bucket; empty uses PROJECT_ID-NAME-artifacts (NAME: service_name, plus -ENVIRONMENT outside the default environment)."
   default     = ""
   validation {
     condition     = var.artifacts_bucket_name == "" || can(regex("^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$", var.artifacts_bucket_name))
@@ -258,5 +304,33 @@ variable "github_repository" {
   validation {
     condition     = var.github_repository == "" || can(regex("^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", var.github_repository))
     error_message = "github_repository must be OWNER/REPO, or empty."
+  }
+}
+
+variable "github_repository_id" {
+  type        = string
+  description = "Numeric id of github_repository (`gh api repos/OWNER/REPO --jq .id`): federation binds to it, not to the name, which someone else can register after a rename."
+  default     = ""
+  validation {
+    condition     = can(regex("^[0-9]{0,20}$", var.github_repository_id))
+    error_message = "github_repository_id must be digits (gh api repos/OWNER/REPO --jq .id), or empty."
+  }
+  validation {
+    condition     = (var.github_repository == "") == (var.github_repository_id == "")
+    error_message = "github_repository needs github_repository_id and github_repository_owner_id (gh api repos/OWNER/REPO --jq '.id, .owner.id'), and they need it."
+  }
+}
+
+variable "github_repository_owner_id" {
+  type        = string
+  description = "Numeric id of github_repository's owner (`gh api repos/OWNER/REPO --jq .owner.id`), checked together with github_repository_id."
+  default     = ""
+  validation {
+    condition     = can(regex("^[0-9]{0,20}$", var.github_repository_owner_id))
+    error_message = "github_repository_owner_id must be digits (gh api repos/OWNER/REPO --jq .owner.id), or empty."
+  }
+  validation {
+    condition     = (var.github_repository_id == "") == (var.github_repository_owner_id == "")
+    error_message = "github_repository_id and github_repository_owner_id go together: set both or neither."
   }
 }

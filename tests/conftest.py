@@ -36,5 +36,6 @@ def pytest_unconfigure(config):
         return
     passed = len([r for r in reporter.stats.get("passed", []) if r.when == "call"])
     failed = len(reporter.stats.get("failed", [])) + len(reporter.stats.get("error", []))
-    sys.__stdout__.write(f"tests: {passed} passed, {failed} failed\n")
+    label = os.environ.get("TEST_SUMMARY_LABEL", "tests")
+    sys.__stdout__.write(f"{label}: {passed} passed, {failed} failed\n")
     sys.__stdout__.flush()

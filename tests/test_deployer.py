@@ -57,6 +57,9 @@ class World:
             FAKE_SERVICE_URL=health.url,
             GOOGLE_APPLICATION_CREDENTIALS=str(key),
         )
+        # The deployer under test is this tree's, not whichever one the console script's
+        # virtual environment installed.
+        self.env["PYTHONPATH"] = os.pathsep.join([self.env["PYTHONPATH"], str(REPO)])
 
     def deployer(
         self, *args: str, input_text: str | None = None, **env: str
@@ -139,6 +142,19 @@ def _tf_variables() -> dict[str, dict]:
     return {k.strip('"'): v for block in doc["variable"] for k, v in block.items()}
 
 
+# Terraform variables the vars file does not carry: the image and the environment are the
+# deployer's own; the rest are new in terraform/ and wait for their deployer/vars.py fields
+# (Terraform's defaults apply meanwhile).
+DEPLOYER_RENDERED = {"image", "environment"}
+NOT_YET_IN_VARS = {
+    "web_app_admins",
+    "private_services_cidr",
+    "reuse_private_services_access",
+    "github_repository_id",
+    "github_repository_owner_id",
+}
+
+
 def _unquote(value):
     if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
         return value[1:-1]
@@ -148,7 +164,7 @@ def _unquote(value):
 def test_vars_keys_and_defaults_match_terraform_variables():
     tf = _tf_variables()
     ours = {f.name: f for f in vars_file.FIELDS if f.terraform}
-    assert set(ours) == set(tf) - {"image"}
+    assert set(ours) == set(tf) - DEPLOYER_RENDERED - (NOT_YET_IN_VARS - set(ours))
     for name, f in ours.items():
         if "default" in tf[name]:
             assert _unquote(tf[name]["default"]) == f.default, name
@@ -259,12 +275,12 @@ def test_deploy_runs_every_step_in_order_and_prints_the_url(world, health):
         "terraform init",
         "terraform plan",
         "terraform apply",
+        "gcloud beta services identity",
         "gcloud artifacts docker images",
         "gcloud builds submit",
         "terraform plan",
         "terraform apply",
         "terraform output",
-        "gcloud run jobs execute",
     ]
     positions = []
     for step in order:
@@ -272,7 +288,13 @@ def test_deploy_runs_every_step_in_order_and_prints_the_url(world, health):
         found = next(i for i in range(start, len(cmds)) if cmds[i].startswith(step))
         positions.append(found)
     first_plan = next(c for c in world.calls() if c["argv"][1:2] == ["plan"])
-    assert "-target=module.registry" in first_plan["argv"]
+    assert {"-target=module.apis", "-target=module.registry"} <= set(first_plan["argv"])
+    # IAP's service agent exists before the full apply grants it the invoker role.
+    identity = next(c for c in world.calls() if c["argv"][:3] == ["beta", "services", "identity"])
+    assert "--service=iap.googleapis.com" in identity["argv"] and PROJECT in identity["argv"]
+    # Terraform runs the migration job inside the apply: no separate execution.
+    assert not any(c.startswith("gcloud run jobs execute") for c in cmds)
+    assert "1/4" in result.stdout and "4/4" in result.stdout and "/5" not in result.stdout
     assert f"MLflow is up at {health.url}" in result.stdout
     assert f"export MLFLOW_IAP_SERVICE_ACCOUNT={CLIENT_SA}" in result.stdout
     assert "Healthy after" in result.stdout
@@ -281,8 +303,9 @@ def test_deploy_runs_every_step_in_order_and_prints_the_url(world, health):
     tfvars = json.loads(
         (world.root / ".deployer" / "default" / "terraform.tfvars.json").read_text()
     )
-    assert set(tfvars) == set(_tf_variables())
-    assert tfvars["image"] == image_build.image_reference(PROJECT, "europe-west1")
+    assert set(tfvars) == set(_tf_variables()) - (NOT_YET_IN_VARS - set(vars_file.BY_NAME))
+    assert tfvars["environment"] == "default"
+    assert tfvars["image"] == image_build.image_reference(PROJECT, "europe-west1", "mlflow")
     assert tfvars["image"].endswith(":" + image_build.content_tag())
 
 
@@ -349,6 +372,8 @@ def test_apply_before_the_image_exists_sets_up_the_registry_and_says_to_build(wo
     assert "is not built yet" in first.stderr and "deployer build" in first.stderr
     plans = [c for c in world.calls() if c["tool"] == "terraform" and c["argv"][1] == "plan"]
     assert all("-target=module.registry" in c["argv"] for c in plans)
+    # `deployer apply` alone also leaves IAP's service agent ready for the full apply.
+    assert any(c.startswith("gcloud beta services identity") for c in world.commands())
     assert world.deployer("build").returncode == 0
     second = world.deployer("apply", "--yes")
     assert second.returncode == 0, second.stderr
@@ -356,9 +381,12 @@ def test_apply_before_the_image_exists_sets_up_the_registry_and_says_to_build(wo
 
 
 def test_environments_have_their_own_state_and_folder(world):
-    assert world.deployer("build").returncode == 0
     for env in ("staging", "prod"):
         (world.root / f"vars.{env}").write_text(GOOD_VARS)
+        # Each environment pushes to its own registry repository.
+        built = world.deployer("build", "--vars", f"vars.{env}")
+        assert built.returncode == 0, built.stderr
+        assert f"/{PROJECT}/mlflow-{env}/mlflow-server:" in built.stdout
         assert world.deployer("apply", "--vars", f"vars.{env}", "--yes").returncode == 0
     inits = [c for c in world.calls() if c["tool"] == "terraform" and c["argv"][1] == "init"]
     prefixes = {a for c in inits for a in c["argv"] if a.startswith("-backend-config=prefix=")}
@@ -429,24 +457,80 @@ def test_destroy_delete_data_lifts_protection_first(world):
     result = world.deployer("destroy", "--delete-data", "--yes")
     assert result.returncode == 0, result.stderr
     assert "EVERYTHING" in result.stdout
-    tf = [c for c in world.calls() if c["tool"] == "terraform"]
-    applied = next(i for i, c in enumerate(tf) if c["argv"][1] == "apply")
-    destroyed = next(i for i, c in enumerate(tf) if c["argv"][1] == "destroy")
-    assert applied < destroyed
-    assert not any(a.startswith("-target=") for a in tf[destroyed]["argv"])
+    calls = world.calls()
+    tf = [(i, c) for i, c in enumerate(calls) if c["tool"] == "terraform"]
+    applied = next(i for i, c in tf if c["argv"][1] == "apply")
+    destroys = [(i, c) for i, c in tf if c["argv"][1] == "destroy"]
+    delete_peering = ["compute", "networks", "peerings", "delete"]
+    peering = next(i for i, c in enumerate(calls) if c["argv"][:4] == delete_peering)
+    # Protection off, everything but the network, the peering, then the network.
+    assert len(destroys) == 2 and applied < destroys[0][0] < peering < destroys[1][0]
+    first_targets = {a for a in destroys[0][1]["argv"] if a.startswith("-target=")}
+    assert "-target=module.network" not in first_targets
+    assert {"-target=module.database", "-target=module.service"} <= first_targets
+    assert not any(a.startswith("-target=") for a in destroys[1][1]["argv"])
+    assert "servicenetworking-googleapis-com" in calls[peering]["argv"]
+    assert "mlflow-network" in calls[peering]["argv"]
     tfvars = json.loads(
         (world.root / ".deployer" / "default" / "terraform.tfvars.json").read_text()
     )
     assert tfvars["deletion_protection"] is False and tfvars["artifacts_force_destroy"] is True
 
 
+def test_delete_data_leaves_a_network_it_did_not_create_alone(world):
+    (world.root / "vars").write_text(
+        GOOD_VARS + 'network_name = "shared-vpc"\nsubnetwork_name = "team"\n'
+    )
+    assert world.deployer("deploy", "--health-timeout", "30").returncode == 0
+    world.reset_log()
+    result = world.deployer("destroy", "--delete-data", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert not any(c.startswith("gcloud compute networks") for c in world.commands())
+
+
+@pytest.mark.parametrize(
+    ("ranges", "reused"),
+    [
+        (None, False),  # no private services access yet: the stack creates it
+        (["mlflow-private-services"], False),  # ours, from an earlier deploy: keep managing it
+        (["corp-google-services"], True),  # someone else's: CreateConnection would fail
+    ],
+)
+def test_an_existing_networks_private_services_access_is_reused(world, ranges, reused):
+    (world.root / "vars").write_text(
+        GOOD_VARS + 'network_name = "shared-vpc"\nsubnetwork_name = "team"\n'
+    )
+    if ranges is not None:
+        (world.cloud / "peerings.json").write_text(json.dumps({"shared-vpc": ranges}))
+    result = world.deployer("deploy", "--health-timeout", "30")
+    assert result.returncode == 0, result.stderr
+    tfvars = json.loads(
+        (world.root / ".deployer" / "default" / "terraform.tfvars.json").read_text()
+    )
+    assert tfvars.get("reuse_private_services_access", False) is reused
+    assert ("already has private services access" in result.stdout) is reused
+
+
+def test_two_environments_push_to_their_own_registries(world):
+    staging = vars_file.parse(GOOD_VARS + 'environment = "staging"\n')
+    default = vars_file.parse(GOOD_VARS)
+    assert image_build.image_for(default).startswith(
+        f"europe-west1-docker.pkg.dev/{PROJECT}/mlflow/mlflow-server:"
+    )
+    assert image_build.image_for(staging).startswith(
+        f"europe-west1-docker.pkg.dev/{PROJECT}/mlflow-staging/mlflow-server:"
+    )
+
+
 def test_cost_shows_each_choice_and_beats_always_on_app_engine(world):
+    (world.root / "vars").write_text(GOOD_VARS + 'vpc_egress = "connector"\n')
     result = world.deployer("cost")
     assert result.returncode == 0, result.stderr
     assert "Serverless VPC connector" in result.stdout and "checked 2026-" in result.stdout
     defaults = {f.name: f.default for f in vars_file.FIELDS}
-    connector = cost.estimate(defaults, cost.Usage())
-    direct = cost.estimate({**defaults, "vpc_egress": "direct"}, cost.Usage())
+    assert defaults["vpc_egress"] == "direct"  # no standing instances by default
+    connector = cost.estimate({**defaults, "vpc_egress": "connector"}, cost.Usage())
+    direct = cost.estimate(defaults, cost.Usage())
     warm = cost.estimate({**defaults, "min_instances": 1}, cost.Usage())
     assert connector.total - direct.total == pytest.approx(12.22, abs=0.01)
     assert warm.total > connector.total

@@ -5,11 +5,12 @@ mock_provider "google" {
 mock_provider "random" {}
 
 variables {
-  project_id  = "acme-ml"
-  region      = "europe-west1"
-  name_prefix = "mlflow"
-  network_id  = "projects/acme-ml/global/networks/mlflow-network"
-  labels      = { app = "mlflow" }
+  project_id         = "acme-ml"
+  region             = "europe-west1"
+  name_prefix        = "mlflow"
+  network_id         = "projects/acme-ml/global/networks/mlflow-network"
+  password_secret_id = "mlflow-db-password"
+  labels             = { app = "mlflow" }
 }
 
 run "postgres_16_on_the_small_tier_uses_the_enterprise_edition" {
@@ -58,12 +59,24 @@ run "postgres_16_on_the_small_tier_uses_the_enterprise_edition" {
     error_message = "the generated password may hold URI-breaking characters (the server escapes them)"
   }
   assert {
-    condition     = google_secret_manager_secret_version.db_password.secret_data == random_password.db.result && google_sql_user.mlflow.password == random_password.db.result
-    error_message = "the password goes to the user and to Secret Manager"
+    condition     = google_sql_user.mlflow.password_wo_version == 1 && google_secret_manager_secret_version.db_password.secret_data_wo_version == "1"
+    error_message = "the password goes to the user and to Secret Manager through write-only arguments"
+  }
+  assert {
+    condition     = google_sql_database_instance.this.settings[0].connector_enforcement == "REQUIRED"
+    error_message = "only the Cloud SQL connectors (Cloud Run's /cloudsql socket) may connect"
+  }
+  assert {
+    condition     = google_sql_user.mlflow.deletion_policy == "ABANDON"
+    error_message = "the user owns MLflow's tables and cannot be dropped: it goes with the instance"
+  }
+  assert {
+    condition     = google_secret_manager_secret.db_password.secret_id == "mlflow-db-password"
+    error_message = "the secret id is the one the root derives"
   }
 }
 
-run "mysql_8_is_selectable" {
+run "mysql_8_4_is_selectable" {
   command = apply
   module {
     source = "./modules/database"
@@ -73,8 +86,8 @@ run "mysql_8_is_selectable" {
     tier   = "db-g1-small"
   }
   assert {
-    condition     = google_sql_database_instance.this.database_version == "MYSQL_8_0" && output.engine == "mysql"
-    error_message = "MySQL 8.0 expected"
+    condition     = google_sql_database_instance.this.database_version == "MYSQL_8_4" && output.engine == "mysql"
+    error_message = "MySQL 8.4 expected (8.0 is in paid extended support since 2026-07-01)"
   }
   assert {
     condition     = google_sql_database_instance.this.settings[0].backup_configuration[0].binary_log_enabled

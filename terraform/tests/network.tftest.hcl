@@ -8,7 +8,7 @@ variables {
   name_prefix = "mlflow"
 }
 
-run "connector_is_the_default_choice_in_a_new_network" {
+run "a_connector_in_a_new_network" {
   command = apply
   module {
     source = "./modules/network"
@@ -33,8 +33,20 @@ run "connector_is_the_default_choice_in_a_new_network" {
     error_message = "connector egress exposes the connector and no subnetwork"
   }
   assert {
-    condition     = google_compute_global_address.private_services.purpose == "VPC_PEERING"
+    condition     = google_compute_global_address.private_services[0].purpose == "VPC_PEERING"
     error_message = "Cloud SQL needs a private services range"
+  }
+  assert {
+    condition     = google_compute_global_address.private_services[0].address == "10.9.0.0" && google_compute_global_address.private_services[0].prefix_length == 20
+    error_message = "the private services range is pinned (private_services_cidr), not left to Google"
+  }
+  assert {
+    condition     = length(google_service_networking_connection.private_services) == 1 && output.private_services_range == "mlflow-private-services"
+    error_message = "a new network gets its own private services connection"
+  }
+  assert {
+    condition     = google_service_networking_connection.private_services[0].update_on_creation_fail
+    error_message = "a re-created network must take over the connection Service Networking remembers"
   }
   assert {
     condition     = length(google_compute_firewall.deny_ingress) == 1
@@ -82,6 +94,63 @@ run "an_existing_network_is_reused_not_created" {
     condition     = output.network_name == "shared-vpc" && output.subnetwork == "team-subnet"
     error_message = "the existing network and subnetwork are used"
   }
+}
+
+run "an_existing_private_services_connection_is_reused" {
+  command = apply
+  module {
+    source = "./modules/network"
+  }
+  variables {
+    vpc_egress                    = "direct"
+    network_name                  = "shared-vpc"
+    subnetwork_name               = "team-subnet"
+    reuse_private_services_access = true
+  }
+  assert {
+    condition     = length(google_compute_global_address.private_services) == 0 && length(google_service_networking_connection.private_services) == 0
+    error_message = "a network with private services access keeps its connection: CreateConnection with other ranges fails"
+  }
+  assert {
+    condition     = output.private_services_range == null && output.private_services_connection == null
+    error_message = "Cloud SQL then picks an IP from the existing ranges"
+  }
+}
+
+run "reuse_needs_an_existing_network" {
+  command = plan
+  module {
+    source = "./modules/network"
+  }
+  variables {
+    vpc_egress                    = "direct"
+    reuse_private_services_access = true
+  }
+  expect_failures = [var.reuse_private_services_access]
+}
+
+run "private_services_range_is_a_slash_24_or_larger" {
+  command = plan
+  module {
+    source = "./modules/network"
+  }
+  variables {
+    vpc_egress            = "direct"
+    private_services_cidr = "10.9.0.0/28"
+  }
+  expect_failures = [var.private_services_cidr]
+}
+
+run "private_services_range_starts_on_its_boundary" {
+  command = plan
+  module {
+    source = "./modules/network"
+  }
+  variables {
+    vpc_egress            = "direct"
+    private_services_cidr = "10.9.3.0/20"
+  }
+  expect_failures = [var.private_services_cidr]
 }
 
 run "connector_range_must_be_a_slash_28" {

@@ -2,7 +2,12 @@ mock_provider "google" {
   source = "./tests"
 }
 
-mock_provider "random" {}
+mock_provider "random" {
+  # Four hex digits, as byte_length = 2 gives.
+  mock_resource "random_id" {
+    defaults = { hex = "a1b2" }
+  }
+}
 
 variables {
   project_id    = "acme-ml"
@@ -29,6 +34,82 @@ run "defaults_build_the_whole_stack" {
     condition     = output.migration_job_name == "mlflow-migrate" && output.workload_identity_provider == null
     error_message = "migration job named after the service; no federation by default"
   }
+}
+
+run "a_second_environment_in_the_same_project_gets_its_own_names" {
+  command = apply
+  variables {
+    environment = "staging"
+  }
+  assert {
+    condition     = output.service_name == "mlflow-staging" && output.migration_job_name == "mlflow-staging-migrate"
+    error_message = "service and job are named after service_name and environment"
+  }
+  assert {
+    condition     = output.image_repository == "europe-west1-docker.pkg.dev/acme-ml/mlflow-staging" && output.artifacts_bucket == "acme-ml-mlflow-staging-artifacts"
+    error_message = "registry and bucket are the environment's own"
+  }
+  assert {
+    condition = (
+      output.resource_names.runtime_account == "mlflow-staging-server" &&
+      output.resource_names.client_account == "mlflow-staging-log-pusher" &&
+      output.resource_names.secret == "mlflow-staging-db-password" &&
+      output.resource_names.connector == "mlflow-staging-conn"
+    )
+    error_message = "project-wide ids (service accounts, secret) must differ between environments"
+  }
+  assert {
+    condition     = output.service_url == "https://mlflow-staging-123456789012.europe-west1.run.app"
+    error_message = "each environment has its own URL"
+  }
+}
+
+run "the_longest_names_stay_within_gcps_limits" {
+  command = apply
+  variables {
+    service_name               = "mlflow-tracking-team"
+    environment                = "production-europe-01"
+    github_repository          = "acme/ml-models"
+    github_repository_id       = "123456789"
+    github_repository_owner_id = "4242"
+  }
+  assert {
+    condition = (
+      can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", output.resource_names.runtime_account)) &&
+      can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", output.resource_names.client_account))
+    )
+    error_message = "service account ids are 6-30 characters"
+  }
+  assert {
+    condition     = length(output.resource_names.pool) <= 32 && length(output.resource_names.connector) <= 25 && length(output.artifacts_bucket) <= 63
+    error_message = "pool ids are at most 32 characters, connector names 25, bucket names 63"
+  }
+  assert {
+    condition     = length(output.migration_job_name) + 8 < 63 && length(output.service_name) <= 49
+    error_message = "the job's name plus its 8-character execution token stays under 63; service names at most 49"
+  }
+  assert {
+    condition     = output.resource_names.runtime_account != run.defaults_build_the_whole_stack.resource_names.runtime_account
+    error_message = "cut names stay distinct"
+  }
+}
+
+run "environment_format" {
+  command = plan
+  variables { environment = "Prod" }
+  expect_failures = [var.environment]
+}
+
+run "github_federation_needs_the_numeric_ids" {
+  command = plan
+  variables { github_repository = "acme/ml-models" }
+  expect_failures = [var.github_repository_id]
+}
+
+run "private_services_range_format" {
+  command = plan
+  variables { private_services_cidr = "10.9.0.0/28" }
+  expect_failures = [var.private_services_cidr]
 }
 
 run "reapplying_the_same_settings_keeps_the_same_url" {
@@ -92,7 +173,6 @@ run "min_instances_within_max" {
 run "direct_egress_into_an_existing_network_needs_a_subnetwork" {
   command = plan
   variables {
-    vpc_egress   = "direct"
     network_name = "shared-vpc"
   }
   expect_failures = [var.subnetwork_name]

@@ -3,21 +3,23 @@ mock_provider "google" {
 }
 
 variables {
-  project_id     = "acme-ml"
-  project_number = "123456789012"
-  region         = "europe-west1"
-  service_name   = "mlflow"
-  image          = "europe-west1-docker.pkg.dev/acme-ml/mlflow/mlflow-server:3f2a9c1d"
-  bucket_name    = "acme-ml-mlflow-artifacts"
-  vpc_egress     = "connector"
-  connector_id   = "projects/acme-ml/locations/europe-west1/connectors/mlflow-conn"
+  project_id         = "acme-ml"
+  project_number     = "123456789012"
+  region             = "europe-west1"
+  service_name       = "mlflow"
+  runtime_account_id = "mlflow-server"
+  image              = "europe-west1-docker.pkg.dev/acme-ml/mlflow/mlflow-server:3f2a9c1d"
+  bucket_name        = "acme-ml-mlflow-artifacts"
+  vpc_egress         = "connector"
+  connector_id       = "projects/acme-ml/locations/europe-west1/connectors/mlflow-conn"
   database = {
-    engine             = "postgresql"
-    connection_name    = "acme-ml:europe-west1:mlflow-db-a1b2c3"
-    database_name      = "mlflow"
-    user_name          = "mlflow"
-    password_secret_id = "mlflow-db-password"
-    max_connections    = 25
+    engine                  = "postgresql"
+    connection_name         = "acme-ml:europe-west1:mlflow-db-a1b2c3"
+    database_name           = "mlflow"
+    user_name               = "mlflow"
+    password_secret_id      = "mlflow-db-password"
+    password_secret_version = "projects/acme-ml/secrets/mlflow-db-password/versions/1"
+    max_connections         = 25
   }
 }
 
@@ -82,6 +84,90 @@ run "iap_is_on_and_the_server_scales_to_zero" {
   }
 }
 
+run "the_migration_runs_in_the_apply_for_every_new_image" {
+  command = apply
+  module {
+    source = "./modules/service"
+  }
+  assert {
+    condition     = google_cloud_run_v2_job.migrate.run_execution_token == substr(sha256(var.image), 0, 8)
+    error_message = "Terraform executes the job (and waits for it) with a token derived from the image"
+  }
+  assert {
+    condition     = length(google_cloud_run_v2_job.migrate.name) + length(google_cloud_run_v2_job.migrate.run_execution_token) < 63
+    error_message = "Cloud Run: job name plus token must be under 63 characters"
+  }
+  assert {
+    condition     = !google_cloud_run_v2_service.mlflow.deletion_protection && !google_cloud_run_v2_job.migrate.deletion_protection
+    error_message = "the service and job hold no data: a keep-data destroy must be able to delete them"
+  }
+}
+
+run "a_new_image_migrates_again" {
+  command = apply
+  module {
+    source = "./modules/service"
+  }
+  variables {
+    image = "europe-west1-docker.pkg.dev/acme-ml/mlflow/mlflow-server:77aa00bb"
+  }
+  assert {
+    condition     = google_cloud_run_v2_job.migrate.run_execution_token != run.the_migration_runs_in_the_apply_for_every_new_image.migration_execution_token
+    error_message = "an upgrade must execute the migration again"
+  }
+}
+
+run "service_and_job_share_one_container_spec" {
+  command = apply
+  module {
+    source = "./modules/service"
+  }
+  variables {
+    vpc_egress     = "direct"
+    connector_id   = null
+    network_name   = "mlflow-network"
+    subnetwork     = "mlflow-serverless"
+    web_app_admins = ["user:alice@example.com", "serviceAccount:ci@acme-ml.iam.gserviceaccount.com"]
+  }
+  assert {
+    condition = (
+      jsonencode([for e in google_cloud_run_v2_job.migrate.template[0].template[0].containers[0].env : [e.name, e.value, [for s in e.value_source : s.secret_key_ref[0].secret]]]) ==
+      jsonencode([for e in google_cloud_run_v2_service.mlflow.template[0].containers[0].env : [e.name, e.value, [for s in e.value_source : s.secret_key_ref[0].secret]]]) &&
+      jsonencode([for m in google_cloud_run_v2_job.migrate.template[0].template[0].containers[0].volume_mounts : [m.name, m.mount_path]]) ==
+      jsonencode([for m in google_cloud_run_v2_service.mlflow.template[0].containers[0].volume_mounts : [m.name, m.mount_path]]) &&
+      jsonencode([for v in google_cloud_run_v2_job.migrate.template[0].template[0].volumes : [v.name, v.cloud_sql_instance[0].instances]]) ==
+      jsonencode([for v in google_cloud_run_v2_service.mlflow.template[0].volumes : [v.name, v.cloud_sql_instance[0].instances]]) &&
+      jsonencode([for a in google_cloud_run_v2_job.migrate.template[0].template[0].vpc_access : [a.connector, a.egress, [for n in a.network_interfaces : [n.network, n.subnetwork]]]]) ==
+      jsonencode([for a in google_cloud_run_v2_service.mlflow.template[0].vpc_access : [a.connector, a.egress, [for n in a.network_interfaces : [n.network, n.subnetwork]]]]) &&
+      google_cloud_run_v2_job.migrate.template[0].template[0].containers[0].image == google_cloud_run_v2_service.mlflow.template[0].containers[0].image
+    )
+    error_message = "the migration job must see exactly the service's settings, secret, socket and network"
+  }
+  assert {
+    condition     = length([for e in google_cloud_run_v2_service.mlflow.template[0].containers[0].env : e if e.name == "DB_PASSWORD" && e.value_source[0].secret_key_ref[0].secret == "mlflow-db-password"]) == 1
+    error_message = "the password comes from Secret Manager"
+  }
+  assert {
+    condition     = output.env.ADMIN_EMAILS == "alice@example.com,ci@acme-ml.iam.gserviceaccount.com"
+    error_message = "the server gets the admins' bare emails"
+  }
+  assert {
+    condition     = google_cloud_run_v2_service.mlflow.template[0].containers[0].startup_probe[0].period_seconds * google_cloud_run_v2_service.mlflow.template[0].containers[0].startup_probe[0].failure_threshold >= 120
+    error_message = "Direct VPC egress can take a minute or more to connect: the startup probe must allow for it"
+  }
+}
+
+run "admins_need_a_kind_prefix" {
+  command = plan
+  module {
+    source = "./modules/service"
+  }
+  variables {
+    web_app_admins = ["alice@example.com"]
+  }
+  expect_failures = [var.web_app_admins]
+}
+
 run "the_runtime_account_gets_exactly_what_it_needs" {
   command = apply
   module {
@@ -136,16 +222,17 @@ run "mysql_settings_reach_the_server" {
   }
   variables {
     database = {
-      engine             = "mysql"
-      connection_name    = "acme-ml:europe-west1:mlflow-db-a1b2c3"
-      database_name      = "mlflow"
-      user_name          = "mlflow"
-      password_secret_id = "mlflow-db-password"
-      max_connections    = 50
+      engine                  = "mysql"
+      connection_name         = "acme-ml:europe-west1:mlflow-db-a1b2c3"
+      database_name           = "mlflow"
+      user_name               = "mlflow"
+      password_secret_id      = "mlflow-db-password"
+      password_secret_version = "projects/acme-ml/secrets/mlflow-db-password/versions/1"
+      max_connections         = 50
     }
   }
   assert {
-    condition     = output.env.DB_ENGINE == "mysql" && output.env.DB_MAX_CONNECTIONS == "50"
+    condition     = output.env.DB_ENGINE == "mysql" && output.env.DB_MAX_CONNECTIONS == "50" && output.env.ADMIN_EMAILS == ""
     error_message = "the server builds a MySQL unix-socket URI from DB_ENGINE=mysql"
   }
 }

@@ -28,19 +28,48 @@ variable "web_app_users" {
 variable "client_account_id" {
   type        = string
   description = "Account id of the client service account that researchers and CI sign as."
-  default     = "mlflow-log-pusher"
   validation {
     condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.client_account_id))
     error_message = "client_account_id must be 6-30 lowercase letters, digits or dashes."
   }
 }
 
-variable "github_repository" {
+variable "pool_id_prefix" {
   type        = string
-  description = "OWNER/REPO whose GitHub Actions may sign as the client account through Workload Identity Federation (empty: none)."
+  description = "Start of the Workload Identity pool's id (a random 4-character suffix is added)."
+  default     = "mlflow-github"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,26}$", var.pool_id_prefix)) && !startswith(var.pool_id_prefix, "gcp-")
+    error_message = "pool_id_prefix must be 3-27 lowercase letters, digits or dashes, starting with a letter and not with gcp-."
+  }
+}
+
+variable "github_repository_id" {
+  type        = string
+  description = "Numeric id of the GitHub repository whose Actions may sign as the client account through Workload Identity Federation (empty: none)."
   default     = ""
   validation {
-    condition     = var.github_repository == "" || can(regex("^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", var.github_repository))
-    error_message = "github_repository must be OWNER/REPO, or empty."
+    condition     = can(regex("^[0-9]{0,20}$", var.github_repository_id))
+    error_message = "github_repository_id must be the repository's numeric id (gh api repos/OWNER/REPO --jq .id), or empty."
   }
+}
+
+variable "github_repository_owner_id" {
+  type        = string
+  description = "Numeric id of the repository's owner (user or organisation), checked together with github_repository_id."
+  default     = ""
+  validation {
+    condition     = can(regex("^[0-9]{0,20}$", var.github_repository_owner_id))
+    error_message = "github_repository_owner_id must be the owner's numeric id (gh api repos/OWNER/REPO --jq .owner.id), or empty."
+  }
+  validation {
+    condition     = (var.github_repository_id == "") == (var.github_repository_owner_id == "")
+    error_message = "github_repository_id and github_repository_owner_id go together: set both or neither."
+  }
+}
+
+variable "github_repository" {
+  type        = string
+  description = "OWNER/REPO of github_repository_id, for people reading the provider's description (the binding uses the numeric ids)."
+  default     = ""
 }

@@ -5,5 +5,9 @@ terraform {
       source  = "hashicorp/google"
       version = ">= 8.7.0, < 9.0.0"
     }
+    random = {
+      source  = "hashicorp/random"
+      version = ">= 3.9.0, < 4.0.0"
+    }
   }
 }

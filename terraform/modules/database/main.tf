@@ -5,7 +5,9 @@ locals {
   # Cloud SQL's default max_connections for the tier (the lower of the two engines).
   max_connections = lookup({ "db-f1-micro" = 25, "db-g1-small" = 50 }, var.tier, 100)
   user            = "mlflow"
-  database        = "mlflow"
+  # Bumped by hand to rotate the password (with a new random_password keeper).
+  password_version = 1
+  database         = "mlflow"
   # Audit-friendly logging on PostgreSQL; on MySQL, no local files and no database listing.
   postgres_flags = tomap({
     log_checkpoints            = "on"
@@ -51,9 +53,10 @@ resource "google_sql_database_instance" "this" {
   #checkov:skip=CKV_GCP_111:PostgreSQL's audit logging flags are set through the per-engine dynamic block above (local.postgres_flags), which the scanner cannot evaluate; tests/terraform/database.tftest.hcl asserts them
   project = var.project_id
   # Names of deleted instances stay reserved for a week: a suffix lets a re-create proceed.
-  name                = "${var.name_prefix}-db-${random_id.instance_suffix.hex}"
-  region              = var.region
-  database_version    = local.postgres ? "POSTGRES_16" : "MYSQL_8_0"
+  name   = "${var.name_prefix}-db-${random_id.instance_suffix.hex}"
+  region = var.region
+  # MySQL 8.0 is in paid extended support since 2026-07-01: new instances run 8.4.
+  database_version    = local.postgres ? "POSTGRES_16" : "MYSQL_8_4"
   deletion_protection = var.deletion_protection
 
   settings {
@@ -65,10 +68,13 @@ resource "google_sql_database_instance" "this" {
     disk_autoresize             = true
     deletion_protection_enabled = var.deletion_protection
     user_labels                 = var.labels
+    # Only the Cloud SQL connectors (Cloud Run's /cloudsql socket is the Auth Proxy) may connect.
+    connector_enforcement = "REQUIRED"
 
     ip_configuration {
       ipv4_enabled                                  = false
       private_network                               = var.network_id
+      allocated_ip_range                            = var.allocated_ip_range
       ssl_mode                                      = "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"
       enable_private_path_for_google_cloud_services = true
     }
@@ -105,17 +111,28 @@ resource "google_sql_database" "mlflow" {
   name     = local.database
 }
 
+# The password is written through write-only arguments (password_wo, secret_data_wo), so the
+# user and the secret version keep no copy in Terraform's state; random_password still does (one
+# copy instead of three). An ephemeral random_password would keep none, but the provider schemas
+# this repository validates against offline (tests/terraform/schema, extracted from the cdktn
+# wheels) carry no ephemeral resources and no write-only flags, so that form could not be
+# checked here; see the README ("The database password").
+# The *_wo_version arguments change only when the password does: bump them to rotate.
 resource "google_sql_user" "mlflow" {
-  project  = var.project_id
-  instance = google_sql_database_instance.this.name
-  name     = local.user
-  password = random_password.db.result
+  project             = var.project_id
+  instance            = google_sql_database_instance.this.name
+  name                = local.user
+  password_wo         = random_password.db.result
+  password_wo_version = local.password_version
+  # The user owns MLflow's tables, and PostgreSQL refuses to drop a role that owns objects
+  # ("role ... cannot be dropped"): leave it to go with the instance on `destroy --delete-data`.
+  deletion_policy = "ABANDON"
 }
 
-# The password lives only here (and in Terraform state); Cloud Run injects it as DB_PASSWORD.
+# Cloud Run injects the password as DB_PASSWORD from here.
 resource "google_secret_manager_secret" "db_password" {
   project   = var.project_id
-  secret_id = "${var.name_prefix}-db-password"
+  secret_id = var.password_secret_id
   labels    = var.labels
 
   replication {
@@ -124,6 +141,12 @@ resource "google_secret_manager_secret" "db_password" {
 }
 
 resource "google_secret_manager_secret_version" "db_password" {
-  secret      = google_secret_manager_secret.db_password.id
-  secret_data = random_password.db.result
+  secret                 = google_secret_manager_secret.db_password.id
+  secret_data_wo         = random_password.db.result
+  secret_data_wo_version = tostring(local.password_version)
+
+  lifecycle {
+    # A new user (a new instance) gets the same password sent again: keep the secret in step.
+    replace_triggered_by = [google_sql_user.mlflow]
+  }
 }

@@ -28,6 +28,11 @@ output "user_name" {
   value       = google_sql_user.mlflow.name
 }
 
+output "password_secret_version" {
+  description = "The secret version holding the password (depend on it, not only on the secret)."
+  value       = google_secret_manager_secret_version.db_password.id
+}
+
 output "password_secret_id" {
   description = "The Secret Manager secret holding the database password."
   value       = google_secret_manager_secret.db_password.secret_id

@@ -15,7 +15,7 @@ variable "name_prefix" {
 
 variable "engine" {
   type        = string
-  description = "\"postgresql\" (PostgreSQL 16) or \"mysql\" (MySQL 8.0)."
+  description = "\"postgresql\" (PostgreSQL 16) or \"mysql\" (MySQL 8.4)."
   default     = "postgresql"
   validation {
     condition     = contains(["postgresql", "mysql"], var.engine)
@@ -31,6 +31,21 @@ variable "tier" {
     condition     = can(regex("^db-(f1-micro|g1-small|custom-[0-9]+-[0-9]+|perf-optimized-N-[0-9]+)$", var.tier))
     error_message = "tier must be db-f1-micro, db-g1-small, db-custom-CPUS-MEMORY_MB or db-perf-optimized-N-CPUS."
   }
+}
+
+variable "password_secret_id" {
+  type        = string
+  description = "Id of the Secret Manager secret that holds the database password."
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9_-]{1,255}$", var.password_secret_id))
+    error_message = "password_secret_id must be 1-255 letters, digits, dashes or underscores."
+  }
+}
+
+variable "allocated_ip_range" {
+  type        = string
+  description = "Name of the private services range the instance takes its IP from; null lets Cloud SQL pick any range of the network's connection."
+  default     = null
 }
 
 variable "network_id" {

@@ -64,28 +64,46 @@ resource "google_compute_subnetwork" "serverless" {
   }
 }
 
-# Private services access: Cloud SQL gets a private IP in this network and no public one.
+# Private services access: Cloud SQL gets a private IP in this network and no public one. The
+# range is pinned (private_services_cidr), so it never lands where the network grows later.
+# A network that already has private services access (reuse_private_services_access) keeps its
+# own connection: a second CreateConnection with other ranges fails ("Cannot modify allocated
+# ranges in CreateConnection"), and Cloud SQL takes an IP from the existing ranges.
 resource "google_compute_global_address" "private_services" {
+  count = var.reuse_private_services_access ? 0 : 1
+
   project       = var.project_id
   name          = "${var.name_prefix}-private-services"
   purpose       = "VPC_PEERING"
   address_type  = "INTERNAL"
-  prefix_length = 20
+  address       = split("/", var.private_services_cidr)[0]
+  prefix_length = tonumber(split("/", var.private_services_cidr)[1])
   network       = local.network_id
 }
 
+# Destroying the connection fails while Cloud SQL still holds resources behind it (it keeps them
+# for days after an instance is deleted), hence ABANDON; the VPC peering it made is then removed
+# by `deployer destroy --delete-data` before the network goes (see deployer/deploy.py).
 resource "google_service_networking_connection" "private_services" {
+  count = var.reuse_private_services_access ? 0 : 1
+
   network                 = local.network_id
   service                 = "servicenetworking.googleapis.com"
-  reserved_peering_ranges = [google_compute_global_address.private_services.name]
+  reserved_peering_ranges = [google_compute_global_address.private_services[0].name]
   deletion_policy         = "ABANDON"
+  # Service Networking remembers a network's connection after the network is deleted, so a
+  # re-created network of the same name fails CreateConnection: update it instead ("enforce an
+  # update of the reserved peering ranges on the existing service networking connection in case
+  # of a new connection creation failure" - the provider's docs). Only for a network made here:
+  # on someone else's network it would replace their ranges.
+  update_on_creation_fail = local.create_network
 }
 
 resource "google_vpc_access_connector" "this" {
   count = var.vpc_egress == "connector" ? 1 : 0
 
   project       = var.project_id
-  name          = substr("${var.name_prefix}-conn", 0, 25)
+  name          = var.connector_name
   region        = var.region
   network       = local.network_name
   ip_cidr_range = var.connector_cidr

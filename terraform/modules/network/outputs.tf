@@ -18,7 +18,12 @@ output "subnetwork" {
   value       = local.subnetwork
 }
 
+output "private_services_range" {
+  description = "Name of the private services range Cloud SQL takes its IP from, or null when an existing connection is reused."
+  value       = var.reuse_private_services_access ? null : google_compute_global_address.private_services[0].name
+}
+
 output "private_services_connection" {
   description = "The private services connection Cloud SQL depends on."
-  value       = google_service_networking_connection.private_services.id
+  value       = var.reuse_private_services_access ? null : google_service_networking_connection.private_services[0].id
 }

@@ -13,6 +13,36 @@ variable "name_prefix" {
   description = "Prefix for the names of the resources this module creates."
 }
 
+variable "connector_name" {
+  type        = string
+  description = "Name of the serverless VPC connector (vpc_egress = \"connector\")."
+  default     = "mlflow-conn"
+  validation {
+    condition     = can(regex("^[a-z][-a-z0-9]{0,23}[a-z0-9]$", var.connector_name))
+    error_message = "connector_name must be 2-25 lowercase letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "private_services_cidr" {
+  type        = string
+  description = "The range reserved for private services access (Cloud SQL's private IPs); /24 or larger, not overlapping the network's subnetworks."
+  default     = "10.9.0.0/20"
+  validation {
+    condition     = can(cidrnetmask(var.private_services_cidr)) && tonumber(split("/", var.private_services_cidr)[1]) <= 24 && cidrhost(var.private_services_cidr, 0) == split("/", var.private_services_cidr)[0]
+    error_message = "private_services_cidr must be an IPv4 range of /24 or larger starting on its boundary, such as 10.9.0.0/20."
+  }
+}
+
+variable "reuse_private_services_access" {
+  type        = bool
+  description = "The existing network (network_name) already has private services access: use it and create no range or connection."
+  default     = false
+  validation {
+    condition     = !(var.reuse_private_services_access && var.network_name == "")
+    error_message = "reuse_private_services_access needs network_name: a network created here has no private services access yet."
+  }
+}
+
 variable "network_name" {
   type        = string
   description = "An existing VPC network to use; empty creates a new one named NAME_PREFIX-network."

@@ -26,12 +26,33 @@ locals {
     CORS_ALLOWED_ORIGINS      = join(",", local.cors_origins)
     SIGNING_SERVICE_ACCOUNT   = google_service_account.runtime.email
     GOOGLE_CLOUD_PROJECT      = var.project_id
+    # Bare emails of the MLflow administrators (IAM members without their kind prefix).
+    ADMIN_EMAILS = join(",", [for m in var.web_app_admins : split(":", m)[1]])
   }
+
+  # One container spec for the service and the migration job, so the two can never disagree
+  # on the image, the settings, the secret or the database socket. Nested blocks are rendered
+  # from these with dynamic blocks in both resources.
+  container = {
+    image   = var.image
+    env     = local.env
+    secrets = { DB_PASSWORD = var.database.password_secret_id }
+    volume  = { name = "cloudsql", mount_path = "/cloudsql", instances = [var.database.connection_name] }
+  }
+  vpc_access = {
+    connector  = var.vpc_egress == "connector" ? var.connector_id : null
+    egress     = "PRIVATE_RANGES_ONLY"
+    interfaces = var.vpc_egress == "direct" ? [{ network = var.network_name, subnetwork = var.subnetwork }] : []
+  }
+  # A new execution of the migration job for every new image (and only then): Cloud Run names
+  # the execution JOB-TOKEN, and JOB + TOKEN must stay under 63 characters.
+  migration_token = substr(sha256(var.image), 0, 8)
+  job_name        = "${var.service_name}-migrate"
 }
 
 resource "google_service_account" "runtime" {
   project      = var.project_id
-  account_id   = substr("${var.service_name}-server", 0, 30)
+  account_id   = var.runtime_account_id
   display_name = "MLflow server (Cloud Run runtime)"
 }
 
@@ -62,13 +83,107 @@ resource "google_service_account_iam_member" "self_signing" {
   member             = local.runtime_member
 }
 
+# The schema migration runs inside the apply, before any new revision: Terraform executes the
+# job when it is created or its run_execution_token changes, and waits for the execution to
+# succeed ("The Job will become ready when the execution is successfully completed. The sum of
+# job name and token length must be fewer than 63 characters." -
+# https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.jobs). The token is a
+# hash of the image, so a first deploy and every upgrade migrate first; the service below
+# depends on the job, so a failed migration stops the apply while old revisions keep serving.
+resource "google_cloud_run_v2_job" "migrate" {
+  project  = var.project_id
+  name     = local.job_name
+  location = var.region
+  # The job holds no data: protecting it would only stop `deployer destroy` (keep-data).
+  deletion_protection = false
+  run_execution_token = local.migration_token
+  labels              = var.labels
+
+  template {
+    task_count  = 1
+    parallelism = 1
+    labels      = var.labels
+
+    template {
+      service_account = google_service_account.runtime.email
+      max_retries     = 1
+      timeout         = "600s"
+
+      vpc_access {
+        connector = local.vpc_access.connector
+        egress    = local.vpc_access.egress
+        dynamic "network_interfaces" {
+          for_each = local.vpc_access.interfaces
+          content {
+            network    = network_interfaces.value.network
+            subnetwork = network_interfaces.value.subnetwork
+          }
+        }
+      }
+
+      volumes {
+        name = local.container.volume.name
+        cloud_sql_instance {
+          instances = local.container.volume.instances
+        }
+      }
+
+      containers {
+        image = local.container.image
+        args  = ["migrate"]
+
+        resources {
+          limits = {
+            cpu    = "1"
+            memory = "1Gi"
+          }
+        }
+
+        dynamic "env" {
+          for_each = local.container.env
+          content {
+            name  = env.key
+            value = env.value
+          }
+        }
+
+        dynamic "env" {
+          for_each = local.container.secrets
+          content {
+            name = env.key
+            value_source {
+              secret_key_ref {
+                secret  = env.value
+                version = "latest"
+              }
+            }
+          }
+        }
+
+        volume_mounts {
+          name       = local.container.volume.name
+          mount_path = local.container.volume.mount_path
+        }
+      }
+    }
+  }
+
+  depends_on = [
+    google_project_iam_member.cloudsql_client,
+    google_secret_manager_secret_iam_member.db_password,
+    google_storage_bucket_iam_member.artifacts,
+  ]
+}
+
 resource "google_cloud_run_v2_service" "mlflow" {
-  project             = var.project_id
-  name                = var.service_name
-  location            = var.region
-  ingress             = "INGRESS_TRAFFIC_ALL"
-  iap_enabled         = true
-  deletion_protection = var.deletion_protection
+  project     = var.project_id
+  name        = var.service_name
+  location    = var.region
+  ingress     = "INGRESS_TRAFFIC_ALL"
+  iap_enabled = true
+  # The service holds no data (the database and bucket do, with their own protection), so a
+  # keep-data `deployer destroy` may always delete it.
+  deletion_protection = false
   labels              = var.labels
 
   template {
@@ -83,26 +198,26 @@ resource "google_cloud_run_v2_service" "mlflow" {
     }
 
     vpc_access {
-      connector = var.vpc_egress == "connector" ? var.connector_id : null
-      egress    = "PRIVATE_RANGES_ONLY"
+      connector = local.vpc_access.connector
+      egress    = local.vpc_access.egress
       dynamic "network_interfaces" {
-        for_each = var.vpc_egress == "direct" ? [1] : []
+        for_each = local.vpc_access.interfaces
         content {
-          network    = var.network_name
-          subnetwork = var.subnetwork
+          network    = network_interfaces.value.network
+          subnetwork = network_interfaces.value.subnetwork
         }
       }
     }
 
     volumes {
-      name = "cloudsql"
+      name = local.container.volume.name
       cloud_sql_instance {
-        instances = [var.database.connection_name]
+        instances = local.container.volume.instances
       }
     }
 
     containers {
-      image = var.image
+      image = local.container.image
 
       ports {
         container_port = 8080
@@ -119,32 +234,38 @@ resource "google_cloud_run_v2_service" "mlflow" {
       }
 
       dynamic "env" {
-        for_each = local.env
+        for_each = local.container.env
         content {
           name  = env.key
           value = env.value
         }
       }
 
-      env {
-        name = "DB_PASSWORD"
-        value_source {
-          secret_key_ref {
-            secret  = var.database.password_secret_id
-            version = "latest"
+      dynamic "env" {
+        for_each = local.container.secrets
+        content {
+          name = env.key
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = "latest"
+            }
           }
         }
       }
 
       volume_mounts {
-        name       = "cloudsql"
-        mount_path = "/cloudsql"
+        name       = local.container.volume.name
+        mount_path = local.container.volume.mount_path
       }
 
+      # Up to 3 minutes to start: with Direct VPC egress "you might experience connection
+      # establishment delays of a minute or more on instance startup"; Google recommends a
+      # startup probe with a matching budget (https://cloud.google.com/run/docs/configuring/vpc-direct-vpc#limitations).
       startup_probe {
-        period_seconds    = 2
-        timeout_seconds   = 2
-        failure_threshold = 30
+        period_seconds    = 5
+        timeout_seconds   = 4
+        failure_threshold = 36
         http_get {
           path = "/health"
         }
@@ -165,94 +286,17 @@ resource "google_cloud_run_v2_service" "mlflow" {
     google_project_iam_member.cloudsql_client,
     google_secret_manager_secret_iam_member.db_password,
     google_storage_bucket_iam_member.artifacts,
+    # No revision before the schema it needs.
+    google_cloud_run_v2_job.migrate,
   ]
 }
 
-# IAP calls the service as its own service agent.
+# IAP calls the service as its own service agent (`deployer deploy` creates the agent first:
+# it is made lazily, so a fresh project has none yet).
 resource "google_cloud_run_v2_service_iam_member" "iap_invoker" {
   project  = var.project_id
   location = var.region
   name     = google_cloud_run_v2_service.mlflow.name
   role     = "roles/run.invoker"
   member   = local.iap_service_agent
-}
-
-# The schema migration, as its own step before a rollout (instances never race to migrate).
-resource "google_cloud_run_v2_job" "migrate" {
-  project             = var.project_id
-  name                = "${var.service_name}-migrate"
-  location            = var.region
-  deletion_protection = var.deletion_protection
-  labels              = var.labels
-
-  template {
-    task_count  = 1
-    parallelism = 1
-    labels      = var.labels
-
-    template {
-      service_account = google_service_account.runtime.email
-      max_retries     = 1
-      timeout         = "600s"
-
-      vpc_access {
-        connector = var.vpc_egress == "connector" ? var.connector_id : null
-        egress    = "PRIVATE_RANGES_ONLY"
-        dynamic "network_interfaces" {
-          for_each = var.vpc_egress == "direct" ? [1] : []
-          content {
-            network    = var.network_name
-            subnetwork = var.subnetwork
-          }
-        }
-      }
-
-      volumes {
-        name = "cloudsql"
-        cloud_sql_instance {
-          instances = [var.database.connection_name]
-        }
-      }
-
-      containers {
-        image = var.image
-        args  = ["migrate"]
-
-        resources {
-          limits = {
-            cpu    = "1"
-            memory = "1Gi"
-          }
-        }
-
-        dynamic "env" {
-          for_each = local.env
-          content {
-            name  = env.key
-            value = env.value
-          }
-        }
-
-        env {
-          name = "DB_PASSWORD"
-          value_source {
-            secret_key_ref {
-              secret  = var.database.password_secret_id
-              version = "latest"
-            }
-          }
-        }
-
-        volume_mounts {
-          name       = "cloudsql"
-          mount_path = "/cloudsql"
-        }
-      }
-    }
-  }
-
-  depends_on = [
-    google_project_iam_member.cloudsql_client,
-    google_secret_manager_secret_iam_member.db_password,
-  ]
 }

@@ -32,3 +32,8 @@ output "env" {
   description = "The server's settings (non-secret)."
   value       = local.env
 }
+
+output "migration_execution_token" {
+  description = "The token of the migration job's execution for this image (it changes with the image)."
+  value       = google_cloud_run_v2_job.migrate.run_execution_token
+}

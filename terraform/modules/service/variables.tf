@@ -20,6 +20,31 @@ variable "region" {
 variable "service_name" {
   type        = string
   description = "Name of the Cloud Run service; the migration job is SERVICE_NAME-migrate."
+  validation {
+    # Job names are at most 63 characters, and the job's name plus its 8-character execution
+    # token must stay under 63.
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,39}[a-z0-9])?$", var.service_name))
+    error_message = "service_name must be 1-41 lowercase letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "runtime_account_id" {
+  type        = string
+  description = "Account id of the server's own service account."
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.runtime_account_id))
+    error_message = "runtime_account_id must be 6-30 lowercase letters, digits or dashes, starting with a letter."
+  }
+}
+
+variable "web_app_admins" {
+  type        = list(string)
+  description = "MLflow administrators as IAM members (user:EMAIL or serviceAccount:EMAIL); the server gets their bare emails as ADMIN_EMAILS."
+  default     = []
+  validation {
+    condition     = alltrue([for m in var.web_app_admins : can(regex("^(user|serviceAccount):[^@\\s]+@[^@\\s]+\\.[a-z]{2,}$", m))])
+    error_message = "Each admin must be user:EMAIL or serviceAccount:EMAIL."
+  }
 }
 
 variable "image" {
@@ -33,12 +58,13 @@ variable "image" {
 
 variable "database" {
   type = object({
-    engine             = string
-    connection_name    = string
-    database_name      = string
-    user_name          = string
-    password_secret_id = string
-    max_connections    = number
+    engine                  = string
+    connection_name         = string
+    database_name           = string
+    user_name               = string
+    password_secret_id      = string
+    password_secret_version = string
+    max_connections         = number
   })
   description = "The Cloud SQL database the server uses (outputs of the database module)."
 }
@@ -121,12 +147,6 @@ variable "custom_domain" {
   type        = string
   description = "An extra host name the server answers to (empty for none)."
   default     = ""
-}
-
-variable "deletion_protection" {
-  type        = bool
-  description = "Protect the service from deletion."
-  default     = true
 }
 
 variable "labels" {

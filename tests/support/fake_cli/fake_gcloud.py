@@ -139,6 +139,38 @@ def main() -> None:
         print(
             json.dumps({"metadata": {"name": f"{args[3]}-abc12"}, "status": {"succeededCount": 1}})
         )
+    elif cmd.startswith("beta services identity"):
+        if flag("--service") != "iap.googleapis.com":
+            fail(f"(gcloud.beta.services.identity.create) unknown service {flag('--service')}")
+        agents = load("service_agents", [])
+        if flag("--service") not in agents:
+            agents.append(flag("--service"))
+            save("service_agents", agents)
+        number = "123456789012"
+        print(json.dumps({"email": f"service-{number}@gcp-sa-iap.iam.gserviceaccount.com"}))
+    elif cmd.startswith("services vpc-peerings list"):
+        # $FAKE_CLOUD_DIR/peerings.json: {network: [reserved range names]} set by a test.
+        ranges = load("peerings", {}).get(flag("--network"))
+        connections = (
+            []
+            if ranges is None
+            else [
+                {
+                    "network": f"projects/123456789012/global/networks/{flag('--network')}",
+                    "peering": "servicenetworking-googleapis-com",
+                    "reservedPeeringRanges": ranges,
+                    "service": "services/servicenetworking.googleapis.com",
+                }
+            ]
+        )
+        print(json.dumps(connections))
+    elif cmd.startswith("compute networks peerings"):
+        removed = load("removed_peerings", [])
+        if (args[4], flag("--network")) in [tuple(r) for r in removed]:
+            fail(f"(gcloud.compute.networks.peerings.delete) peering {args[4]} not found")
+        removed.append([args[4], flag("--network")])
+        save("removed_peerings", removed)
+        print(f"Updated [https://compute.googleapis.com/.../networks/{flag('--network')}].")
     elif cmd.startswith("run services describe"):
         image = (load("images", []) or ["?"])[-1]
         print(

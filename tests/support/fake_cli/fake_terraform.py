@@ -104,7 +104,7 @@ def main() -> None:
     elif sub == "apply":
         plan = json.loads(Path(args[-1]).read_text())
         print(
-            'module.services.google_project_service.this["run.googleapis.com"]: Creating...',
+            'module.apis.google_project_service.this["run.googleapis.com"]: Creating...',
             flush=True,
         )
         marker = STATE / "failed-once"
@@ -131,18 +131,21 @@ def main() -> None:
             return
         url = os.environ.get("FAKE_SERVICE_URL", "https://mlflow-123456789012.us-central1.run.app")
         p = tfvars["project_id"]
+        env = tfvars.get("environment", "default")
+        name = tfvars["service_name"] + ("" if env == "default" else f"-{env}")
         values = {
             "service_url": url,
             "client_audience": f"{url}/*",
             "client_service_account": f"mlflow-log-pusher@{p}.iam.gserviceaccount.com",
             "artifacts_bucket": f"{p}-mlflow-artifacts",
             "cloud_sql_connection_name": f"{p}:{tfvars['region']}:mlflow-db-a1b2c3",
-            "migration_job_name": f"{tfvars['service_name']}-migrate",
-            "service_name": tfvars["service_name"],
+            "migration_job_name": f"{name}-migrate",
+            "service_name": name,
             "region": tfvars["region"],
             "project_id": p,
             "workload_identity_provider": None,
-            "image_repository": f"{tfvars['region']}-docker.pkg.dev/{p}/mlflow",
+            "image_repository": f"{tfvars['region']}-docker.pkg.dev/{p}/{name}",
+            "resource_names": {"network": f"{name}-network", "repository": name},
         }
         print(
             json.dumps(

@@ -6,6 +6,7 @@ calls iamcredentials.googleapis.com (module constants). With DEPLOYER_TEST_GOOGL
 fake's base URL, those constants point there instead. Nothing of this ships in the package.
 """
 
+import contextlib
 import os
 
 
@@ -32,4 +33,6 @@ def point_google_auth_at(base: str, setattr_=setattr) -> None:
 if os.environ.get("DEPLOYER_TEST_GOOGLE_FAKES"):
     # The fakes speak plain HTTP on loopback; oauthlib refuses that unless told.
     os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
-    point_google_auth_at(os.environ["DEPLOYER_TEST_GOOGLE_FAKES"])
+    # A Python without google-auth (a tool's own venv) has nothing to point.
+    with contextlib.suppress(ImportError):
+        point_google_auth_at(os.environ["DEPLOYER_TEST_GOOGLE_FAKES"])

@@ -12,6 +12,9 @@ locals {
     "compute.googleapis.com",
     "iam.googleapis.com",
     "sts.googleapis.com",
+    # Terraform reads the project (data.google_project) and IAM through Resource Manager.
+    "cloudresourcemanager.googleapis.com",
+    "storage.googleapis.com",
   ], var.extra_services))
 }
 
