@@ -121,6 +121,18 @@ def owner_member(account: str) -> str:
     return f"{kind}:{account}"
 
 
+OAUTH_CLIENT_ID = re.compile(r"[0-9]+-[a-z0-9]+\.apps\.googleusercontent\.com")
+
+
+def _client_ids(v: Any) -> str | None:
+    if not isinstance(v, list):
+        return 'must list OAuth client IDs, e.g. ["1234-abcd.apps.googleusercontent.com"]'
+    bad = [c for c in v if not isinstance(c, str) or not OAUTH_CLIENT_ID.fullmatch(c)]
+    if bad:
+        return f"{bad[0]!r} is not an OAuth client ID such as 1234-abcd.apps.googleusercontent.com"
+    return None
+
+
 def _labels(v: Any) -> str | None:
     if not isinstance(v, dict):
         return 'must be a table such as { team = "ml" }'
@@ -191,6 +203,12 @@ FIELDS: tuple[Field, ...] = (
         [],
         "Who may delete experiments and models, manage webhooks and the gateway (empty: owner).",
         _admin_members,
+    ),
+    Field(
+        "iap_programmatic_clients",
+        [],
+        "Desktop OAuth client IDs IAP allowlists, for `deployer login` (empty: none).",
+        _client_ids,
     ),
     Field(
         "service_name",
@@ -484,7 +502,7 @@ def coerce(key: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             return raw
-    if key in ("web_app_users", "web_app_admins"):
+    if key in ("web_app_users", "web_app_admins", "iap_programmatic_clients"):
         return [m.strip() for m in raw.split(",") if m.strip()]
     if key == "labels":
         pairs = [p.split("=", 1) for p in raw.split(",") if "=" in p]

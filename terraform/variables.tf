@@ -71,6 +71,16 @@ variable "web_app_admins" {
   }
 }
 
+variable "iap_programmatic_clients" {
+  type        = list(string)
+  description = "Desktop OAuth client IDs allowlisted for programmatic access, so `deployer login` gives runs from code the researcher's own email. Empty: code runs as the client service account."
+  default     = []
+  validation {
+    condition     = alltrue([for c in var.iap_programmatic_clients : can(regex("^[0-9]+-[a-z0-9]+\\.apps\\.googleusercontent\\.com$", c))])
+    error_message = "Each programmatic client must be an OAuth client ID such as 1234-abcd.apps.googleusercontent.com."
+  }
+}
+
 variable "network_name" {
   type        = string
   description = "An existing VPC network to reuse; empty creates SERVICE_NAME-network."

@@ -1,9 +1,0 @@
-terraform {
-  required_version = ">= 1.9.0"
-  required_providers {
-    google = {
-      source  = "hashicorp/google"
-      version = ">= 8.7.0, < 9.0.0"
-    }
-  }
-}
