@@ -486,3 +486,16 @@ def test_destructive_calls_are_for_admins_only(apis, experiment):
     admin.ok("DELETE", "model-versions/delete", {"name": name, "version": v})
     admin.ok("DELETE", "registered-models/delete", {"name": name})
     admin.ok("POST", "experiments/delete", {"experiment_id": experiment})
+
+
+def test_prompts_carry_the_verified_member(apis, through_iap):
+    _, provider = through_iap
+    provider.email = BOB
+    name = f"prompt-{time.time_ns()}"
+    mlflow.genai.register_prompt(
+        name=name, template="Summarise {{text}}", tags={"mlflow.user": "mallory"}
+    )
+    prompt = apis["bob"].ok("GET", "registered-models/get", name=name)["registered_model"]
+    assert _tags(prompt)["mlflow.user"] == BOB
+    version = apis["bob"].ok("GET", "model-versions/get", name=name, version="1")
+    assert _tags(version["model_version"])["mlflow.user"] == BOB
