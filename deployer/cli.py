@@ -154,6 +154,41 @@ def token(
         click.echo(minted.token)
 
 
+@cli.command()
+@click.option(
+    "--client-id",
+    envvar="MLFLOW_IAP_OAUTH_CLIENT_ID",
+    required=True,
+    metavar="ID",
+    help="The desktop OAuth client the project owner allowlisted in IAP "
+    "(env MLFLOW_IAP_OAUTH_CLIENT_ID).",
+)
+@click.option(
+    "--client-secret",
+    envvar="MLFLOW_IAP_OAUTH_CLIENT_SECRET",
+    required=True,
+    metavar="SECRET",
+    help="Its secret (env MLFLOW_IAP_OAUTH_CLIENT_SECRET; not confidential for desktop clients).",
+)
+@click.option(
+    "--no-browser", is_flag=True, help="Print the sign-in URL instead of opening a browser."
+)
+def login(client_id: str, client_secret: str, no_browser: bool) -> None:
+    """Sign in with your Google account so runs from code carry your own email.
+
+    Keeps a refresh token in your config folder (mode 0600); the MLflow plugin
+    (MLFLOW_TRACKING_AUTH=deployer-iap) then mints your ID tokens from it. Without it,
+    code runs as the shared client service account.
+    """
+    from deployer import user_login
+
+    # A TokenError is a DeployerError: DeployerGroup prints it as one line.
+    stored = user_login.login(client_id, client_secret, open_browser=not no_browser)
+    path = user_login.login_path()
+    user_login.save(stored, path)
+    click.echo(f"signed in as {stored.email}; kept in {path} (mode 0600)")
+
+
 @cli.command("env")
 @click.option("--url", default=None, metavar="URL", help="The deployed service URL.")
 @click.option(

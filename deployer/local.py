@@ -163,7 +163,9 @@ def prepare_data_dir(root: Path) -> LocalSetup:
     # folder behind.
     password = _read_secret(paths.admin_password)
     key = _read_secret(paths.flask_secret_key)
-    for path in (paths.secrets, paths.admin_password, paths.flask_secret_key):
+    private = (paths.root, paths.secrets, paths.admin_password, paths.flask_secret_key)
+    databases = (paths.tracking_db, paths.auth_db)
+    for path in (*private, *databases):
         if path.exists() and path.stat().st_mode & 0o077:
             path.chmod(0o700 if path.is_dir() else 0o600)
     password = password or _create_secret(paths.admin_password, 24)
@@ -323,12 +325,18 @@ def start(
     setup = prepare_data_dir(data_dir)
     env = server_env(setup, host, port, allowed_hosts)
     echo(f"Preparing the tracking database in {setup.paths.root} ...")
-    code = entrypoint.migrate(env)
-    if code != 0:
-        raise LocalError("the tracking database could not be migrated; see the line above")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deployer.server", "serve"], env=env, start_new_session=True
-    )
+    # Runs, artifacts and the password database are the user's alone: everything the migration
+    # and the server create is 0600/0700 (the server inherits the umask).
+    previous_umask = os.umask(0o077)
+    try:
+        code = entrypoint.migrate(env)
+        if code != 0:
+            raise LocalError("the tracking database could not be migrated; see the line above")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deployer.server", "serve"], env=env, start_new_session=True
+        )
+    finally:
+        os.umask(previous_umask)
     url = tracking_url(host, port)
     try:
         wait_for_health(url, proc, HEALTH_TIMEOUT_SECONDS)

@@ -172,7 +172,7 @@ class Stack:
     # ----- terraform -----------------------------------------------------------------------
     def render_tfvars(self, image: str, overrides: dict[str, Any] | None = None) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        values = self.settings.tfvars(image)
+        values = self.settings.tfvars(image, owner=self.owner_email())
         # Terraform names every resource after the environment too (two can share a project).
         values["environment"] = self.settings.environment
         if "reuse_private_services_access" not in values and self.reuses_private_services():
@@ -180,6 +180,18 @@ class Stack:
         values.update(overrides or {})
         self.tfvars_path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
         return self.tfvars_path
+
+    def owner_email(self) -> str | None:
+        """The active gcloud account: the default admin when web_app_admins is empty."""
+        if self.settings["web_app_admins"]:
+            return None
+        r = self.runner.run(
+            ["gcloud", "auth", "list", "--filter=status:ACTIVE", "--format=json"],
+            step="gcloud auth list",
+            ok_codes=(0, 1),
+        )
+        accounts = [a.get("account") for a in (r.json() or []) if a.get("status") == "ACTIVE"]
+        return accounts[0] if r.returncode == 0 and accounts else None
 
     def reuses_private_services(self) -> bool:
         """Whether network_name already has private services access that is not this stack's

@@ -112,6 +112,36 @@ def _members(v: Any) -> str | None:
     return None
 
 
+ADMIN_MEMBER = re.compile(r"(user|serviceAccount):[^@\s:,]+@[^@\s:,]+\.[a-z]{2,}")
+
+
+def _admin_members(v: Any) -> str | None:
+    if not isinstance(v, list):
+        return 'must list members, e.g. ["user:you@example.com"] (empty: the deploying owner)'
+    bad = [m for m in v if not isinstance(m, str) or not ADMIN_MEMBER.fullmatch(m)]
+    if bad:
+        return f"{bad[0]!r} is not user:EMAIL or serviceAccount:EMAIL"
+    return None
+
+
+def owner_member(account: str) -> str:
+    """The IAM member of a gcloud account (people and service accounts both deploy)."""
+    kind = "serviceAccount" if account.endswith(".gserviceaccount.com") else "user"
+    return f"{kind}:{account}"
+
+
+OAUTH_CLIENT_ID = re.compile(r"[0-9]+-[a-z0-9]+\.apps\.googleusercontent\.com")
+
+
+def _client_ids(v: Any) -> str | None:
+    if not isinstance(v, list):
+        return 'must list OAuth client IDs, e.g. ["1234-abcd.apps.googleusercontent.com"]'
+    bad = [c for c in v if not isinstance(c, str) or not OAUTH_CLIENT_ID.fullmatch(c)]
+    if bad:
+        return f"{bad[0]!r} is not an OAuth client ID such as 1234-abcd.apps.googleusercontent.com"
+    return None
+
+
 def _labels(v: Any) -> str | None:
     if not isinstance(v, dict):
         return 'must be a table such as { team = "ml" }'
@@ -178,6 +208,18 @@ FIELDS: tuple[Field, ...] = (
         "Who may use MLflow: user:/group:/domain:/serviceAccount:.",
         _members,
         prompt=True,
+    ),
+    Field(
+        "web_app_admins",
+        [],
+        "Who may delete experiments and models, manage webhooks and the gateway (empty: owner).",
+        _admin_members,
+    ),
+    Field(
+        "iap_programmatic_clients",
+        [],
+        "Desktop OAuth client IDs IAP allowlists, for `deployer login` (empty: none).",
+        _client_ids,
     ),
     Field(
         "service_name",
@@ -315,10 +357,15 @@ class Settings:
     def environment(self) -> str:
         return self.values["environment"]
 
-    def tfvars(self, image: str) -> dict[str, Any]:
-        """Terraform's variables, exactly: every Terraform field plus the image."""
+    def tfvars(self, image: str, owner: str | None = None) -> dict[str, Any]:
+        """Terraform's variables, exactly: every Terraform field plus the image.
+
+        An empty `web_app_admins` means the deploying owner (`owner`, their gcloud account).
+        """
         out = {f.name: self.values[f.name] for f in FIELDS if f.terraform}
         out["image"] = image
+        if not out.get("web_app_admins") and owner:
+            out["web_app_admins"] = [owner_member(owner)]
         return out
 
 
@@ -555,7 +602,7 @@ def coerce(key: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             return raw
-    if key == "web_app_users":
+    if key in ("web_app_users", "web_app_admins", "iap_programmatic_clients"):
         return [m.strip() for m in raw.split(",") if m.strip()]
     if key == "labels":
         pairs = [p.split("=", 1) for p in raw.split(",") if "=" in p]

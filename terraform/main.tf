@@ -105,22 +105,23 @@ module "service" {
     password_secret_version = module.database.password_secret_version
     max_connections         = module.database.max_connections
   }
-  bucket_name          = module.artifacts.name
-  vpc_egress           = var.vpc_egress
-  connector_id         = module.network.connector_id
-  network_name         = module.network.network_name
-  subnetwork           = module.network.subnetwork
-  min_instances        = var.min_instances
-  max_instances        = var.max_instances
-  workers              = var.server_workers
-  threads              = var.server_threads
-  reserved_connections = var.db_reserved_connections
-  cpu                  = var.cpu
-  memory               = var.memory
-  custom_domain        = var.custom_domain
-  web_app_admins       = var.web_app_admins
-  labels               = local.labels
-  depends_on           = [module.apis]
+  bucket_name              = module.artifacts.name
+  vpc_egress               = var.vpc_egress
+  connector_id             = module.network.connector_id
+  network_name             = module.network.network_name
+  subnetwork               = module.network.subnetwork
+  min_instances            = var.min_instances
+  max_instances            = var.max_instances
+  workers                  = var.server_workers
+  threads                  = var.server_threads
+  reserved_connections     = var.db_reserved_connections
+  cpu                      = var.cpu
+  memory                   = var.memory
+  custom_domain            = var.custom_domain
+  web_app_admins           = var.web_app_admins
+  iap_programmatic_clients = var.iap_programmatic_clients
+  labels                   = local.labels
+  depends_on               = [module.apis]
 }
 
 module "access" {

@@ -66,8 +66,18 @@ variable "web_app_admins" {
   description = "MLflow administrators: user:EMAIL or serviceAccount:EMAIL, passed to the server as ADMIN_EMAILS. Empty: the deployer decides (the deploying owner)."
   default     = []
   validation {
-    condition     = alltrue([for m in var.web_app_admins : can(regex("^(user|serviceAccount):[^@\\s]+@[^@\\s]+\\.[a-z]{2,}$", m))])
-    error_message = "Each admin must be user:EMAIL or serviceAccount:EMAIL."
+    condition     = alltrue([for m in var.web_app_admins : can(regex("^(user|serviceAccount):[^@\\s:,]+@[^@\\s:,]+\\.[a-z]{2,}$", m))])
+    error_message = "Each admin must be user:EMAIL or serviceAccount:EMAIL (no commas: the server reads them as one comma-separated ADMIN_EMAILS)."
+  }
+}
+
+variable "iap_programmatic_clients" {
+  type        = list(string)
+  description = "Desktop OAuth client IDs allowlisted for programmatic access, so `deployer login` gives runs from code the researcher's own email. Empty: code runs as the client service account."
+  default     = []
+  validation {
+    condition     = alltrue([for c in var.iap_programmatic_clients : can(regex("^[0-9]+-[a-z0-9]+\\.apps\\.googleusercontent\\.com$", c))])
+    error_message = "Each programmatic client must be an OAuth client ID such as 1234-abcd.apps.googleusercontent.com."
   }
 }
 

@@ -87,6 +87,10 @@ def test_first_start_prints_paste_lines_and_keeps_secrets_private(server):
         assert stat.S_IMODE((data_dir / "secrets" / name).stat().st_mode) == 0o600
     assert stat.S_IMODE((data_dir / "secrets").stat().st_mode) == 0o700
     assert (data_dir / "auth.db").exists() and (data_dir / "mlflow.db").exists()
+    # Runs and the password database are the user's alone.
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    for name in ("mlflow.db", "auth.db"):
+        assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
 
 
 def test_anonymous_and_wrong_password_get_401(server):

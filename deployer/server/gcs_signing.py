@@ -38,6 +38,9 @@ from deployer.google_iam import IamCredentialsClient
 from deployer.server.settings import Env
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+# Signed download URLs are bearer credentials to one object: MLflow lets the client ask for up
+# to 7 days; we hand out at most this many seconds, enough to start every ranged GET.
+MAX_PRESIGNED_SECONDS = 900
 
 
 class IamSigningCredentials(google.auth.credentials.Signing, google.auth.credentials.Credentials):
@@ -96,8 +99,9 @@ class SigningGCSArtifactRepository(GCSArtifactRepository, MultipartDownloadMixin
         blob = self.client.bucket(bucket_name).get_blob(posixpath.join(root, artifact_path))
         if blob is None:
             raise MlflowException.invalid_parameter_value(f"No artifact at {artifact_path!r}")
+        seconds = max(1, min(int(expiration), MAX_PRESIGNED_SECONDS))
         url = blob.generate_signed_url(
-            method="GET", version="v4", expiration=datetime.timedelta(seconds=expiration)
+            method="GET", version="v4", expiration=datetime.timedelta(seconds=seconds)
         )
         return PresignedDownloadUrlResponse(url=url, headers={}, file_size=blob.size)
 

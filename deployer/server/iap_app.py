@@ -8,7 +8,6 @@ not forked or patched. Every request except `/health` must carry a valid
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from typing import Any
 from deployer import jose
 from deployer.server import identity
 from deployer.server.iap import IAP_HEADER, IapVerifier, KeySet
-from deployer.server.settings import load_settings
+from deployer.server.settings import ServerSettings, load_settings
 
 _logger = logging.getLogger(__name__)
 
@@ -42,20 +41,19 @@ def _unauthorized(start_response: Callable[..., Any], error: jose.TokenError) ->
     return [body]
 
 
-def _read_body(environ: dict[str, Any]) -> bytes:
-    stream = environ["wsgi.input"]
-    length = environ.get("CONTENT_LENGTH")
-    if length:
-        return stream.read(int(length))
-    return stream.read()
-
-
 class IapMiddleware:
-    """WSGI middleware: verify the assertion, then enforce the identity on created entities."""
+    """WSGI middleware: verify the assertion, then make the member known to the stores.
 
-    def __init__(self, app: WSGIApp, verifier: IapVerifier) -> None:
+    Authorship and admin rules are enforced by `identity` on MLflow's stores, after MLflow has
+    parsed the request; this only says who is asking.
+    """
+
+    def __init__(
+        self, app: WSGIApp, verifier: IapVerifier, admins: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.verifier = verifier
+        self.admins = admins
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]):
         path = environ.get("PATH_INFO", "")
@@ -69,19 +67,23 @@ class IapMiddleware:
         environ[IDENTITY_ENVIRON_KEY] = who.email
         # Basic-auth-style attribution for MLflow features that read the REMOTE_USER.
         environ["REMOTE_USER"] = who.email
-        if identity.needs_stamp(environ.get("REQUEST_METHOD", ""), path):
-            raw = identity.stamp_bytes(path, _read_body(environ), who.email)
-            environ["wsgi.input"] = io.BytesIO(raw)
-            environ["CONTENT_LENGTH"] = str(len(raw))
-        return self.app(environ, start_response)
+        with identity.acting_as(member_for(who.email, self.admins)):
+            return self.app(environ, start_response)
+
+
+def member_for(email: str, admins: frozenset[str]) -> identity.Member:
+    return identity.Member(email=email, admin=email.lower() in admins)
 
 
 class AsgiIapGuard:
     """ASGI guard for routes MLflow serves outside Flask when it runs under uvicorn."""
 
-    def __init__(self, app: Any, verifier: IapVerifier) -> None:
+    def __init__(
+        self, app: Any, verifier: IapVerifier, admins: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.verifier = verifier
+        self.admins = admins
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("path") in EXEMPT_PATHS:
@@ -92,7 +94,7 @@ class AsgiIapGuard:
             (v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == header), None
         )
         try:
-            self.verifier.verify(assertion)
+            who = self.verifier.verify(assertion)
         except jose.TokenError as e:
             body = _rejection(e)
             await send(
@@ -107,11 +109,13 @@ class AsgiIapGuard:
             )
             await send({"type": "http.response.body", "body": body})
             return
-        await self.app(scope, receive, send)
+        # Routes served outside Flask (OTLP traces, the gateway) reach the stores from here.
+        with identity.acting_as(member_for(who.email, self.admins)):
+            await self.app(scope, receive, send)
 
 
-def verifier_from_env() -> IapVerifier:
-    settings = load_settings(os.environ)
+def verifier_from_env(settings: ServerSettings | None = None) -> IapVerifier:
+    settings = settings or load_settings(os.environ)
     if settings.iap_audience is None:  # pragma: no cover - settings enforce it for AUTH_MODE=iap
         raise RuntimeError("IAP_AUDIENCE is required for the iap app")
     return IapVerifier(settings.iap_audience, KeySet(settings.iap_jwks_url))
@@ -122,13 +126,17 @@ def create_app():
     from mlflow.environment_variables import _MLFLOW_SGI_NAME
     from mlflow.server import app as flask_app
 
-    verifier = verifier_from_env()
-    flask_app.wsgi_app = IapMiddleware(flask_app.wsgi_app, verifier)
+    settings = load_settings(os.environ)
+    verifier = verifier_from_env(settings)
+    admins = settings.admin_emails
+    identity.install(settings.artifacts_destination)
+    identity.install_flask_hooks(flask_app)
+    flask_app.wsgi_app = IapMiddleware(flask_app.wsgi_app, verifier, admins)
     from deployer.server import gcs_signing
 
     gcs_signing.install_from_env()
     if _MLFLOW_SGI_NAME.get() == "uvicorn":
         from mlflow.server.fastapi_app import create_fastapi_app
 
-        return AsgiIapGuard(create_fastapi_app(flask_app), verifier)
+        return AsgiIapGuard(create_fastapi_app(flask_app), verifier, admins)
     return flask_app

@@ -45,6 +45,7 @@ class Env(StrEnum):
     IAP_AUDIENCE = "IAP_AUDIENCE"
     IAP_JWKS_URL = "IAP_JWKS_URL"
     SIGNING_SERVICE_ACCOUNT = "SIGNING_SERVICE_ACCOUNT"
+    ADMIN_EMAILS = "ADMIN_EMAILS"
 
 
 class AuthMode(StrEnum):
@@ -76,6 +77,7 @@ _IAP_AUDIENCE = re.compile(
 )
 _HOST_PATTERN = re.compile(r"^[A-Za-z0-9*.:\[\]-]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_BARE_EMAIL = re.compile(r"[^@\s:,]+@[^@\s:,]+\.[^@\s:,]+")
 
 
 class SettingsError(ValueError):
@@ -109,6 +111,9 @@ class ServerSettings:
     iap_jwks_url: str = IAP_JWKS_URL_DEFAULT
     pool: PoolBudget | None = None
     signing_service_account: str | None = None
+    # Members allowed destructive calls (deletes, webhooks, the AI gateway), lowercased. Empty
+    # means nobody: the deployer fills it with the deploying owner unless told otherwise.
+    admin_emails: frozenset[str] = frozenset()
 
     @property
     def database_dialect(self) -> str:
@@ -293,6 +298,17 @@ def _cors_origins(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(o.rstrip("/") for o in origins)
 
 
+def _admin_emails(env: Mapping[str, str]) -> frozenset[str]:
+    emails = _csv(env, Env.ADMIN_EMAILS)
+    for email in emails:
+        if not _BARE_EMAIL.fullmatch(email):
+            raise SettingsError(
+                f"{Env.ADMIN_EMAILS.value} entry {email!r} is not an email: give bare emails, "
+                "comma-separated (alice@example.com,bob@example.com)"
+            )
+    return frozenset(e.lower() for e in emails)
+
+
 def load_settings(env: Mapping[str, str]) -> ServerSettings:
     """Read and validate every setting; raise `SettingsError` on the first bad one."""
     port = _int(env, Env.PORT, 8080, 1, 65535)
@@ -353,6 +369,7 @@ def load_settings(env: Mapping[str, str]) -> ServerSettings:
         )
 
     return ServerSettings(
+        admin_emails=_admin_emails(env),
         host=host,
         port=port,
         workers=workers,

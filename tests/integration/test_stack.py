@@ -21,10 +21,10 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from mlflow import MlflowClient
 
-from deployer import jose
 from tests.conftest import REPO, console_script
 from tests.integration.conftest import COUNTS
 from tests.integration.harness import CLIENT_SA, RUNTIME_SA, Stack
+from tests.support import jws
 from tests.support.cloud_server import BUCKET
 
 LOAD = Path(__file__).with_name("load_client.py")
@@ -208,7 +208,7 @@ def _sa_jwt(
         "iat": now - 30,
         "exp": now + exp_offset,
     }
-    return jose.sign(claims, key or account.key, kid or account.key_id)
+    return jws.sign(claims, key or account.key, kid or account.key_id)
 
 
 ATTACKS = {
@@ -242,7 +242,7 @@ ATTACKS = {
     "forged assertion header": lambda s: (
         s.direct_url,
         {
-            "x-goog-iap-jwt-assertion": jose.sign(
+            "x-goog-iap-jwt-assertion": jws.sign(
                 {
                     "iss": "https://cloud.google.com/iap",
                     "aud": "/projects/123456789012/locations/us-central1/services/mlflow",

@@ -83,6 +83,12 @@ CASES: tuple[Case, ...] = (
     bad("memory", terraform=False, cpu="4", memory="1Gi"),
     bad("memory", terraform=False, cpu="1", memory="8Gi"),
     bad("memory", terraform=False, cpu="1", memory="256Mi"),
+    # Admins become the server's comma-separated ADMIN_EMAILS: people and service accounts only.
+    ok(web_app_admins=["user:ana@example.com", "serviceAccount:ci@p-1234.iam.gserviceaccount.com"]),
+    bad("web_app_admins", web_app_admins=["group:ml@example.com"]),
+    bad("web_app_admins", web_app_admins=["user:a,b@example.com"]),
+    ok(iap_programmatic_clients=["1234-abcd.apps.googleusercontent.com"]),
+    bad("iap_programmatic_clients", iap_programmatic_clients=["abcd.apps.googleusercontent.com"]),
     ok(custom_domain="mlflow.example.com"),
     bad("custom_domain", custom_domain="not a domain"),
     ok(labels={"team": "ml"}),

@@ -300,3 +300,20 @@ resource "google_cloud_run_v2_service_iam_member" "iap_invoker" {
   role     = "roles/run.invoker"
   member   = local.iap_service_agent
 }
+
+# Programmatic access for people, not only service accounts. IAP's Google-managed OAuth client
+# accepts a person's ID token from a program only when it was issued to an OAuth client
+# allowlisted here (https://cloud.google.com/iap/docs/authentication-howto, "Authenticating from
+# a desktop app"; IapSettings.accessSettings.oauthSettings.programmaticClients). The clients are
+# created once in the console: the OAuth admin API that created them was shut down in 2026.
+resource "google_iap_settings" "programmatic_clients" {
+  count = length(var.iap_programmatic_clients) > 0 ? 1 : 0
+  # The IAP resource of a Cloud Run service (with an underscore: `cloud_run-REGION`).
+  name = "projects/${var.project_number}/iap_web/cloud_run-${var.region}/services/${google_cloud_run_v2_service.mlflow.name}"
+
+  access_settings {
+    oauth_settings {
+      programmatic_clients = var.iap_programmatic_clients
+    }
+  }
+}

@@ -47,6 +47,16 @@ variable "web_app_admins" {
   }
 }
 
+variable "iap_programmatic_clients" {
+  type        = list(string)
+  description = "OAuth client IDs (Desktop app clients created once in the console) that IAP allowlists for programmatic access: a person's Google ID token issued to one of them reaches the service as that person (`deployer login`). Empty: IAP's settings are left alone."
+  default     = []
+  validation {
+    condition     = alltrue([for c in var.iap_programmatic_clients : can(regex("^[0-9]+-[a-z0-9]+\\.apps\\.googleusercontent\\.com$", c))])
+    error_message = "Each programmatic client must be an OAuth client ID such as 1234-abcd.apps.googleusercontent.com."
+  }
+}
+
 variable "image" {
   type        = string
   description = "The server image, REGION-docker.pkg.dev/PROJECT/REPO/mlflow-server:TAG (or @sha256:…)."
