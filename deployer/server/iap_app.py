@@ -1,9 +1,18 @@
-"""The `iap` server app: MLflow's own app behind IAP's signed-header check.
+"""The served application: all of MLflow's ASGI app, behind IAP's signed-header check.
 
-`mlflow server --app-name iap` loads `create_app` through the `mlflow.app` entry point, the way
-MLflow supports custom server apps (the basic-auth app works the same way), so MLflow itself is
-not forked or patched. Every request except `/health` must carry a valid
-`x-goog-iap-jwt-assertion`; otherwise it gets 401 and never reaches MLflow.
+`create_app` builds exactly what `mlflow server` serves under uvicorn: MLflow's FastAPI app
+(OTLP `/v1/traces`, the trace, job, gateway, assistant and server-info routes) with MLflow's
+Flask app mounted inside it for everything else. MLflow is neither forked nor patched; we wrap
+it twice:
+
+- outermost, `AsgiIapGuard`: every request except `/health` must carry a valid
+  `x-goog-iap-jwt-assertion`, or it gets 401 and never reaches MLflow. The verified email is
+  handed inward in `VERIFIED_EMAIL_HEADER`, after any client-sent copy of it is dropped.
+- around the Flask app, `IdentityStamper`: stamps that email on what a request creates
+  (`identity.stamp_bytes`) and sets `REMOTE_USER`, the way basic auth attributes requests.
+
+`IapMiddleware` is the same check for a plain WSGI server (kept for MLflow's Flask-only
+`--app-name iap` entry point).
 """
 
 from __future__ import annotations
@@ -18,12 +27,15 @@ from typing import Any
 from deployer import jose
 from deployer.server import identity
 from deployer.server.iap import IAP_HEADER, IapVerifier, KeySet
-from deployer.server.settings import load_settings
+from deployer.server.settings import AuthMode, ServerSettings, load_settings
 
 _logger = logging.getLogger(__name__)
 
 EXEMPT_PATHS = frozenset({"/health"})
 IDENTITY_ENVIRON_KEY = "deployer.iap.email"
+# Set by the guard only; a client's own copy is removed before MLflow sees the request.
+VERIFIED_EMAIL_HEADER = "x-deployer-verified-email"
+_VERIFIED_ENVIRON = "HTTP_" + VERIFIED_EMAIL_HEADER.upper().replace("-", "_")
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -50,6 +62,17 @@ def _read_body(environ: dict[str, Any]) -> bytes:
     return stream.read()
 
 
+def _attribute(environ: dict[str, Any], email: str) -> None:
+    """Who made the request, where MLflow looks, and the identity stamped on what it creates."""
+    environ[IDENTITY_ENVIRON_KEY] = email
+    # Basic-auth-style attribution for MLflow features that read the REMOTE_USER.
+    environ["REMOTE_USER"] = email
+    if identity.needs_stamp(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")):
+        raw = identity.stamp_bytes(environ.get("PATH_INFO", ""), _read_body(environ), email)
+        environ["wsgi.input"] = io.BytesIO(raw)
+        environ["CONTENT_LENGTH"] = str(len(raw))
+
+
 class IapMiddleware:
     """WSGI middleware: verify the assertion, then enforce the identity on created entities."""
 
@@ -66,69 +89,104 @@ class IapMiddleware:
         except jose.TokenError as e:
             _logger.warning("rejected %s %s: %s", environ.get("REQUEST_METHOD"), path, e)
             return _unauthorized(start_response, e)
-        environ[IDENTITY_ENVIRON_KEY] = who.email
-        # Basic-auth-style attribution for MLflow features that read the REMOTE_USER.
-        environ["REMOTE_USER"] = who.email
-        if identity.needs_stamp(environ.get("REQUEST_METHOD", ""), path):
-            raw = identity.stamp_bytes(path, _read_body(environ), who.email)
-            environ["wsgi.input"] = io.BytesIO(raw)
-            environ["CONTENT_LENGTH"] = str(len(raw))
+        _attribute(environ, who.email)
         return self.app(environ, start_response)
 
 
+class IdentityStamper:
+    """WSGI middleware inside `AsgiIapGuard`: attribute the request to the guard's identity."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]):
+        email = environ.pop(_VERIFIED_ENVIRON, None)
+        if email:
+            _attribute(environ, email)
+        return self.app(environ, start_response)
+
+
+async def _send_401(send: Any, error: jose.TokenError) -> None:
+    body = _rejection(error)
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 401, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class AsgiIapGuard:
-    """ASGI guard for routes MLflow serves outside Flask when it runs under uvicorn."""
+    """ASGI guard in front of MLflow's whole app: FastAPI routes and the mounted Flask app."""
 
     def __init__(self, app: Any, verifier: IapVerifier) -> None:
         self.app = app
         self.verifier = verifier
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") in EXEMPT_PATHS:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)  # lifespan
+            return
+        verified = VERIFIED_EMAIL_HEADER.encode()
+        headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != verified]
+        scope = {**scope, "headers": headers}
+        if scope.get("path") in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
         header = IAP_HEADER.encode()
-        assertion = next(
-            (v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == header), None
-        )
+        assertion = next((v.decode("latin-1") for k, v in headers if k.lower() == header), None)
         try:
-            self.verifier.verify(assertion)
+            who = self.verifier.verify(assertion)
         except jose.TokenError as e:
-            body = _rejection(e)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            _logger.warning("rejected %s %s: %s", scope.get("method"), scope.get("path"), e)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                await _send_401(send, e)
             return
+        headers.append((verified, who.email.encode("latin-1")))
         await self.app(scope, receive, send)
 
 
-def verifier_from_env() -> IapVerifier:
-    settings = load_settings(os.environ)
+def verifier_for(settings: ServerSettings) -> IapVerifier:
     if settings.iap_audience is None:  # pragma: no cover - settings enforce it for AUTH_MODE=iap
         raise RuntimeError("IAP_AUDIENCE is required for the iap app")
     return IapVerifier(settings.iap_audience, KeySet(settings.iap_jwks_url))
 
 
+def verifier_from_env() -> IapVerifier:
+    return verifier_for(load_settings(os.environ))
+
+
+def create_asgi_app() -> Any:
+    """The app the entrypoint serves: MLflow's FastAPI app, guarded as `AUTH_MODE` says."""
+    from deployer.server import gcs_signing
+
+    settings = load_settings(os.environ)
+    gcs_signing.install(settings)
+    if settings.auth_mode is AuthMode.BASIC:
+        # MLflow's basic-auth app builds its FastAPI app itself when told it runs under uvicorn.
+        os.environ["_MLFLOW_SGI_NAME"] = "uvicorn"
+        from mlflow.server.auth import create_app as basic_auth_app
+
+        return basic_auth_app()
+    from mlflow.server import app as flask_app
+    from mlflow.server.fastapi_app import create_fastapi_app
+
+    if settings.auth_mode is AuthMode.NONE:
+        return create_fastapi_app(flask_app)
+    flask_app.wsgi_app = IdentityStamper(flask_app.wsgi_app)
+    return AsgiIapGuard(create_fastapi_app(flask_app), verifier_for(settings))
+
+
 def create_app():
     """Factory for `mlflow server --app-name iap` (gunicorn: Flask app; uvicorn: ASGI app)."""
     from mlflow.environment_variables import _MLFLOW_SGI_NAME
+
+    if _MLFLOW_SGI_NAME.get() == "uvicorn":
+        return create_asgi_app()
     from mlflow.server import app as flask_app
 
-    verifier = verifier_from_env()
-    flask_app.wsgi_app = IapMiddleware(flask_app.wsgi_app, verifier)
     from deployer.server import gcs_signing
 
-    gcs_signing.install_from_env()
-    if _MLFLOW_SGI_NAME.get() == "uvicorn":
-        from mlflow.server.fastapi_app import create_fastapi_app
-
-        return AsgiIapGuard(create_fastapi_app(flask_app), verifier)
+    settings = load_settings(os.environ)
+    flask_app.wsgi_app = IapMiddleware(flask_app.wsgi_app, verifier_for(settings))
+    gcs_signing.install(settings)
     return flask_app

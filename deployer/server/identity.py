@@ -46,6 +46,8 @@ def stamp(path: str, body: dict[str, Any], email: str) -> dict[str, Any]:
     if ep not in _TAGGED_CREATES:
         return body
     field = _TAGGED_CREATES[ep]
+    if not isinstance(body.get(field) or [], list):
+        return body  # malformed: leave it for MLflow to reject with its own 400
     tags = [t for t in body.get(field) or [] if isinstance(t, dict)]
     if ep == "runs/log-batch":
         # log-batch only overwrites the tag if the client tried to set it.
