@@ -208,3 +208,11 @@ def test_app_is_preloaded_except_with_basic_auth():
         "AUTH_MODE": "basic",
     }
     assert "--preload" not in gunicorn_argv(load_settings(local))
+
+
+def test_graceful_shutdown_ends_inside_cloud_runs_grace():
+    from deployer.server.entrypoint import GRACEFUL_TIMEOUT_SECONDS
+
+    # Cloud Run sends SIGKILL 10 s after SIGTERM; gunicorn kills workers still busy after this.
+    argv = gunicorn_argv(load_settings(CLOUD))
+    assert int(argv[argv.index("--graceful-timeout") + 1]) == GRACEFUL_TIMEOUT_SECONDS < 10
