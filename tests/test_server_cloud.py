@@ -362,3 +362,11 @@ def test_charts_over_100_runs_fetch_their_history_in_one_request(through_iap, st
     r = requests.get(url + path, headers=headers, timeout=30)
     assert r.status_code == 200, r.text[:300]
     assert {m["run_id"] for m in r.json()["metrics"]} == set(run_ids)
+
+
+def test_the_ui_is_told_telemetry_is_off(stack, served):
+    _, keys, _ = stack
+    _, url = served
+    headers = {"x-goog-iap-jwt-assertion": keys.assertion()}
+    r = requests.get(f"{url}/ajax-api/3.0/mlflow/ui-telemetry", headers=headers, timeout=10)
+    assert r.status_code == 200 and r.json()["disable_ui_telemetry"] is True
