@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from deployer import jose
 from deployer.server.iap import MIN_REFRESH_SECONDS
 from tests.support.cloud_server import BUCKET, DB_PASSWORD, CloudStack, running_stack
 from tests.support.iap_keys import IapKeys, iap_headers
-from tests.support.processes import free_port
+from tests.support.processes import free_port, wait_healthy
 
 API = "/api/2.0/mlflow"
 
@@ -370,3 +371,21 @@ def test_the_ui_is_told_telemetry_is_off(stack, served):
     headers = {"x-goog-iap-jwt-assertion": keys.assertion()}
     r = requests.get(f"{url}/ajax-api/3.0/mlflow/ui-telemetry", headers=headers, timeout=10)
     assert r.status_code == 200 and r.json()["disable_ui_telemetry"] is True
+
+
+def test_serve_waits_for_a_database_that_connects_late(stack, served, tmp_path):
+    """Direct VPC egress can take a minute or more to connect at instance start: serve retries
+    instead of exiting (and crash-looping) on the first refused connection."""
+    cloud, _, _ = stack
+    late_root = Path(tempfile.mkdtemp(prefix="late-", dir="/tmp"))  # socket paths max 107 bytes
+    port = free_port()
+    env = cloud.env(port, CLOUD_SQL_SOCKET_ROOT=str(late_root), DB_WAIT_SECONDS="90")
+    proc = cloud.entrypoint("serve", env, tmp_path / "late.log")
+    try:
+        proc.wait_for_text("database not reachable yet", timeout=60)
+        time.sleep(2)
+        assert proc.popen.poll() is None, proc.output()
+        (late_root / cloud.pg.connection_name).symlink_to(cloud.pg.socket_dir)
+        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=120)
+    finally:
+        proc.stop()

@@ -150,7 +150,8 @@ def migrate(env: Mapping[str, str]) -> int:
 
 # The database answered and said no: waiting will not change that (wrong password, no database).
 _REFUSED = re.compile(
-    r"authentication failed|access denied|does not exist|unknown database|permission denied",
+    r"authentication failed|access denied|does not exist|unknown database|permission denied|"
+    r"too long",
     re.IGNORECASE,
 )
 
