@@ -653,8 +653,11 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("MLFLOW_CHECKOUT") or None,
         help="A checkout of MLflow's repository: adds the fidelity row (bench/fidelity.py).",
     )
+    parser.add_argument("--repeats", type=int, help="Runs of each measure (default 5).")
+    parser.add_argument("--seconds", type=float, help="Seconds each run lasts (default 8).")
     args = parser.parse_args(argv)
     plan = Plan(seconds=3.0, repeats=2) if args.quick else Plan(seconds=8.0, repeats=5)
+    plan = Plan(args.seconds or plan.seconds, args.repeats or plan.repeats)
     checkout = Path(args.mlflow_checkout).resolve() if args.mlflow_checkout else None
     rows, notes = measure_all(Options(plan, not args.no_containers, checkout))
     write_results(rows, notes, args.update_readme)
