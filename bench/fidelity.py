@@ -63,6 +63,18 @@ def run_suite(checkout: Path, kind: str, select: str | None, timeout: int = 300)
         junit.unlink(missing_ok=True)
 
 
+# Tests that assert what ours changes on purpose, and why; listed apart, still counted as misses.
+BY_DESIGN = {
+    "test_create_run_all_args": "identity stamping: a run's user is the verified IAP email, "
+    "not the user_id the client sends",
+}
+
+
+def by_design(name: str) -> str | None:
+    test = name.split("::")[-1].split("[")[0]
+    return BY_DESIGN.get(test)
+
+
 def compare(stock: Outcome, ours: Outcome) -> tuple[int, int, list[str]]:
     """(stock-passing tests that pass on ours, stock-passing tests, those that do not)."""
     missing = sorted(stock.passed - ours.passed)
@@ -79,13 +91,26 @@ def fidelity(checkout: Path, select: str | None = None) -> tuple[int, int, list[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkout", type=Path, help="a checkout of MLflow's repository")
+    parser.add_argument("checkout", type=Path, nargs="?", help="a checkout of MLflow's repository")
     parser.add_argument("-k", dest="select", help="pytest -k expression (a subset)")
+    parser.add_argument(
+        "--junit",
+        nargs=2,
+        type=Path,
+        metavar=("STOCK_XML", "OURS_XML"),
+        help="Compare two finished runs' JUnit files instead of running the suites.",
+    )
     args = parser.parse_args(argv)
-    ok, total, missing = fidelity(args.checkout.resolve(), args.select)
+    if args.junit:
+        ok, total, missing = compare(_outcomes(args.junit[0]), _outcomes(args.junit[1]))
+    elif args.checkout is not None:
+        ok, total, missing = fidelity(args.checkout.resolve(), args.select)
+    else:
+        parser.error("give an MLflow checkout, or --junit STOCK_XML OURS_XML")
     print(f"stock-passing REST tests that pass on ours: {ok} of {total}")
     for name in missing:
-        print(f"  passes on stock, fails on ours: {name}")
+        why = by_design(name)
+        print(f"  passes on stock, fails on ours: {name}" + (f" (by design: {why})" if why else ""))
     return 0
 
 
