@@ -12,7 +12,8 @@ JUNIT = """<?xml version="1.0"?>
 <testcase classname="tests.tracking.test_rest_tracking" name="test_b[sqlalchemy]">
   <failure message="boom"/></testcase>
 <testcase classname="tests.tracking.test_rest_tracking" name="test_c[file]"><skipped/></testcase>
-<testcase classname="tests.tracking.test_rest_tracking" name="test_d"><error message="x"/></testcase>
+<testcase classname="tests.tracking.test_rest_tracking" name="test_d">
+  <error message="x"/></testcase>
 </testsuite></testsuites>
 """
 
