@@ -279,6 +279,44 @@ def concurrent_search(
     }
 
 
+def sigterm_to_exit(server: Server, log: Path, upload_seconds: float = 2.5) -> float:
+    """Seconds from SIGTERM to the process's exit while a slow upload is in flight (Cloud Run
+    sends SIGTERM and SIGKILLs 10 s later); raises if the upload did not complete."""
+    import signal
+    import threading
+
+    server.start(log)
+    try:
+        run_id = _setup_run(server.url, server.headers)
+        chunks = 10
+        result: dict[str, int] = {}
+
+        def body():
+            for _ in range(chunks):
+                time.sleep(upload_seconds / chunks)
+                yield os.urandom(256 * 1024)
+
+        def upload() -> None:
+            path = f"/api/2.0/mlflow-artifacts/artifacts/0/{run_id}/artifacts/slow.bin"
+            r = requests.put(server.url + path, data=body(), headers=server.headers, timeout=60)
+            result["status"] = r.status_code
+
+        uploader = threading.Thread(target=upload)
+        uploader.start()
+        time.sleep(upload_seconds / 3)
+        assert server.proc is not None
+        t0 = time.monotonic()
+        server.proc.signal(signal.SIGTERM)
+        uploader.join(60)
+        server.proc.popen.wait(60)
+        took = time.monotonic() - t0
+        if result.get("status") != 200:
+            raise RuntimeError(f"{server.name}: the in-flight upload failed: {result}")
+        return took
+    finally:
+        server.stop()
+
+
 # ----- client overhead -------------------------------------------------------------------------
 
 
@@ -410,6 +448,18 @@ def measure_cold_start(make: dict[str, Callable[[], Server]], root: Path, plan: 
         cold["ours"],
         cold["stock"],
     )
+
+
+def measure_sigterm(make: dict[str, Callable[[], Server]], root: Path, plan: Plan) -> Row:
+    """SIGTERM to exit with an upload in flight; informational (the test asserts the outcome)."""
+    took = {"stock": Samples(), "ours": Samples()}
+    for i in range(plan.repeats):
+        for name in ("stock", "ours"):
+            took[name].add("sigterm", sigterm_to_exit(make[name](), root / f"term-{name}-{i}.log"))
+    measure = ("SIGTERM to exit, 2.5 s upload in flight", "sigterm", "s", "< 10 s", False, None)
+    row = ratio_row(measure, took["ours"], took["stock"])
+    row.met = max(took["ours"].values["sigterm"]) < 10
+    return row
 
 
 def measure_search(server: Server, plan: Plan, out: Samples) -> None:
@@ -610,6 +660,7 @@ def measure_all(options: Options) -> tuple[list[Row], list[str]]:
             for name in ("stock", "ours")
         }
         rows += load_rows(results["ours"], results["stock"])
+        rows.append(measure_sigterm(make, root, plan))
         notes = load_notes(results["ours"], results["stock"])
         if options.containers:
             from bench.containers import container_rows
