@@ -93,8 +93,9 @@ format: $(BIN)/.installed-test
 	$(BIN)/ruff format deployer tests examples bench
 	$(BIN)/ruff check --fix deployer tests examples bench
 
-bench: $(BIN)/.installed-test ## Ours vs stock mlflow server, side by side (about 5 minutes); updates README
-	$(BIN)/python -m bench.run --update-readme
+# MLFLOW_CHECKOUT=path/to/mlflow adds the fidelity row (MLflow's own REST tests, stock vs ours).
+bench: $(BIN)/.installed-test ## Ours vs stock mlflow server and images, side by side (10+ minutes); updates README
+	$(BIN)/python -m bench.run --update-readme $(if $(MLFLOW_CHECKOUT),--mlflow-checkout $(MLFLOW_CHECKOUT))
 
 docs: ## Regenerate the README's table of Terraform variables
 	$(BIN)/python tests/terraform/docs.py

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +22,7 @@ from deployer.server.iap import MIN_REFRESH_SECONDS
 from tests.support import jws
 from tests.support.cloud_server import ADMIN_EMAIL, BUCKET, DB_PASSWORD, CloudStack, running_stack
 from tests.support.iap_keys import IapKeys, iap_headers
-from tests.support.processes import free_port
+from tests.support.processes import free_port, wait_healthy
 
 API = "/api/2.0/mlflow"
 
@@ -499,3 +500,104 @@ def test_prompts_carry_the_verified_member(apis, through_iap):
     assert _tags(prompt)["mlflow.user"] == BOB
     version = apis["bob"].ok("GET", "model-versions/get", name=name, version="1")
     assert _tags(version["model_version"])["mlflow.user"] == BOB
+
+
+# ----- MLflow's FastAPI-only routes, served behind the same check ------------------------------
+
+
+def test_traces_go_in_through_otlp_and_are_found_by_their_text(through_iap, served):
+    """Under a Flask-only server /v1/traces is 404 and the client silently stores the spans
+    as an artifact instead, so `trace.text` search finds nothing."""
+    client, _ = through_iap
+    proc, _ = served
+    exp = client.create_experiment(f"traces-{time.time_ns()}")
+    mlflow.set_experiment(experiment_id=exp)
+    needle = f"needle-{time.time_ns()}"
+    with mlflow.start_span("answer") as span:
+        span.set_inputs({"question": needle})
+    mlflow.flush_trace_async_logging()
+    found = client.search_traces(locations=[exp], filter_string=f"trace.text LIKE '%{needle}%'")
+    assert [t.info.trace_id for t in found] == [span.trace_id]
+    assert '"POST /v1/traces HTTP/1.1" 200' in proc.output()
+    trace = client.get_trace(span.trace_id)
+    assert [s.name for s in trace.data.spans] == ["answer"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/traces", "/ajax-api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/assistant/config"],
+)
+def test_fastapi_routes_need_the_assertion_too(stack, served, path):
+    _, keys, _ = stack
+    _, url = served
+    method = "POST" if path == "/v1/traces" else "GET"
+    r = requests.request(method, url + path, timeout=10)
+    assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED"
+    headers = {"x-goog-iap-jwt-assertion": keys.assertion()}
+    assert requests.request(method, url + path, headers=headers, timeout=10).status_code != 401
+
+
+def test_a_client_cannot_claim_the_verified_identity_header(stack, served):
+    _, keys, _ = stack
+    _, url = served
+    headers = {
+        "x-goog-iap-jwt-assertion": keys.assertion("carol@example.com"),
+        "x-deployer-verified-email": "mallory@example.com",
+    }
+    exp = requests.post(
+        f"{url}{API}/experiments/create",
+        json={"name": f"spoof-{time.time_ns()}"},
+        headers=headers,
+        timeout=10,
+    ).json()["experiment_id"]
+    run = requests.post(
+        f"{url}{API}/runs/create", json={"experiment_id": exp}, headers=headers, timeout=10
+    ).json()["run"]
+    assert run["info"]["user_id"] == "carol@example.com"
+
+
+def test_charts_over_100_runs_fetch_their_history_in_one_request(through_iap, stack, served):
+    """The UI asks for 100 runs' metrics per GET (~4.2 KB request line): gunicorn's default
+    4094-byte limit answered 400, so run-comparison charts over ~96 runs failed."""
+    client, _ = through_iap
+    _, keys, _ = stack
+    _, url = served
+    exp = client.create_experiment(f"charts-{time.time_ns()}")
+    run_ids = []
+    for step in range(100):
+        run = client.create_run(exp)
+        client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
+        run_ids.append(run.info.run_id)
+    query = "&".join(f"run_ids={r}" for r in run_ids) + "&metric_key=loss&max_results=320"
+    path = f"/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval?{query}"
+    assert len(f"GET {path} HTTP/1.1") > 4094
+    headers = {"x-goog-iap-jwt-assertion": keys.assertion()}
+    r = requests.get(url + path, headers=headers, timeout=30)
+    assert r.status_code == 200, r.text[:300]
+    assert {m["run_id"] for m in r.json()["metrics"]} == set(run_ids)
+
+
+def test_the_ui_is_told_telemetry_is_off(stack, served):
+    _, keys, _ = stack
+    _, url = served
+    headers = {"x-goog-iap-jwt-assertion": keys.assertion()}
+    r = requests.get(f"{url}/ajax-api/3.0/mlflow/ui-telemetry", headers=headers, timeout=10)
+    assert r.status_code == 200 and r.json()["disable_ui_telemetry"] is True
+
+
+def test_serve_waits_for_a_database_that_connects_late(stack, served, tmp_path):
+    """Direct VPC egress can take a minute or more to connect at instance start: serve retries
+    instead of exiting (and crash-looping) on the first refused connection."""
+    cloud, _, _ = stack
+    late_root = Path(tempfile.mkdtemp(prefix="late-", dir="/tmp"))  # socket paths max 107 bytes
+    port = free_port()
+    env = cloud.env(port, CLOUD_SQL_SOCKET_ROOT=str(late_root), DB_WAIT_SECONDS="90")
+    proc = cloud.entrypoint("serve", env, tmp_path / "late.log")
+    try:
+        proc.wait_for_text("database not reachable yet", timeout=60)
+        time.sleep(2)
+        assert proc.popen.poll() is None, proc.output()
+        (late_root / cloud.pg.connection_name).symlink_to(cloud.pg.socket_dir)
+        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=120)
+    finally:
+        proc.stop()

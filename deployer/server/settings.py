@@ -35,6 +35,7 @@ class Env(StrEnum):
     DB_NAME = "DB_NAME"
     CLOUD_SQL_CONNECTION_NAME = "CLOUD_SQL_CONNECTION_NAME"
     CLOUD_SQL_SOCKET_ROOT = "CLOUD_SQL_SOCKET_ROOT"
+    DB_WAIT_SECONDS = "DB_WAIT_SECONDS"
     DB_MAX_CONNECTIONS = "DB_MAX_CONNECTIONS"
     DB_RESERVED_CONNECTIONS = "DB_RESERVED_CONNECTIONS"
     MAX_INSTANCES = "MAX_INSTANCES"
@@ -114,10 +115,7 @@ class ServerSettings:
     # Members allowed destructive calls (deletes, webhooks, the AI gateway), lowercased. Empty
     # means nobody: the deployer fills it with the deploying owner unless told otherwise.
     admin_emails: frozenset[str] = frozenset()
-
-    @property
-    def database_dialect(self) -> str:
-        return self.backend_store_uri.split(":", 1)[0].split("+", 1)[0]
+    db_wait_seconds: int = 120
 
 
 def _get(env: Mapping[str, str], name: Env) -> str | None:
@@ -383,4 +381,7 @@ def load_settings(env: Mapping[str, str]) -> ServerSettings:
         iap_jwks_url=jwks_url,
         pool=pool,
         signing_service_account=signer,
+        # How long `serve` retries an unreachable database at start (Direct VPC egress can take
+        # a minute or more to connect); the startup probe's budget must exceed it.
+        db_wait_seconds=_int(env, Env.DB_WAIT_SECONDS, 120, 0, 600),
     )
