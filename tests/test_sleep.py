@@ -1,0 +1,262 @@
+"""The database that sleeps: the sleeper job stops a real PostgreSQL through a fake Cloud SQL
+Admin API, the server answers 503 + Retry-After while it wakes it, and clients wait it out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import threading
+import time
+import wsgiref.util
+
+import psycopg2
+import pytest
+import requests
+
+from deployer import retry_after
+from deployer.server import sleeper, wake
+from tests.support.http import LocalHttpServer, Request, Response
+from tests.support.postgres import Postgres
+from tests.support.sqladmin import FakeSqlAdmin
+
+PROJECT, INSTANCE = "test-project", "mlflow-db-a1b2c3"
+ENV = {
+    "DB_SLEEP_AFTER_MINUTES": "60",
+    "CLOUD_SQL_CONNECTION_NAME": f"{PROJECT}:us-central1:{INSTANCE}",
+    "LAST_REQUEST_OBJECT": "gs://bucket/_deployer/last-request",
+}
+NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    server = Postgres().init().start()
+    server.create_database("mlflow", "mlflow", "pw-Secret-123")
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def admin(pg):
+    fake = FakeSqlAdmin(pg, PROJECT, INSTANCE)
+    yield fake
+    fake.wait_idle()
+    if fake.policy != "ALWAYS":
+        fake.pg.start()
+    fake.close()
+
+
+def _api(admin: FakeSqlAdmin) -> wake.AdminApi:
+    return wake.AdminApi(PROJECT, INSTANCE, session=requests.Session(), endpoint=admin.endpoint)
+
+
+def _db_answers(pg: Postgres) -> bool:
+    try:
+        pg.connect(user="mlflow", password="pw-Secret-123", dbname="mlflow").close()
+    except psycopg2.OperationalError:
+        return False
+    return True
+
+
+def _reader(stamp: str | None):
+    return lambda bucket, name: stamp
+
+
+def test_the_fake_admin_api_stops_and_starts_the_real_database(admin, pg):
+    api = _api(admin)
+    op = api.set_activation_policy("NEVER")
+    assert op["kind"] == "sql#operation" and op["operationType"] == "UPDATE"
+    admin.wait_idle()
+    assert api.get()["settings"]["activationPolicy"] == "NEVER" and not _db_answers(pg)
+    api.set_activation_policy("ALWAYS")
+    admin.wait_idle()
+    assert api.pending_operations() == [] and _db_answers(pg)
+
+
+def test_the_sleeper_stops_an_idle_database_and_keeps_a_busy_one(admin, pg):
+    api = _api(admin)
+    recent = (NOW - dt.timedelta(minutes=59)).isoformat()
+    kept = sleeper.run(ENV, api, _reader(recent), now=lambda: NOW)
+    assert not kept.stop and "in use" in kept.reason and admin.patches == []
+
+    old = (NOW - dt.timedelta(minutes=61)).isoformat()
+    stopped = sleeper.run(ENV, api, _reader(old), now=lambda: NOW)
+    assert stopped.stop and admin.patches == ["NEVER"]
+    admin.wait_idle()
+    assert not _db_answers(pg)
+
+    again = sleeper.run(ENV, api, _reader(old), now=lambda: NOW)
+    assert not again.stop and "already asleep" in again.reason and admin.patches == ["NEVER"]
+
+
+def test_the_sleeper_reads_again_before_stopping():
+    """A request that lands between the first look and the stop keeps the database up."""
+    stamps = iter([(NOW - dt.timedelta(hours=2)).isoformat(), NOW.isoformat()])
+
+    class Api:
+        def __init__(self) -> None:
+            self.patched: list[str] = []
+
+        def get(self):
+            return {"state": "RUNNABLE", "settings": {"activationPolicy": "ALWAYS"}}
+
+        def pending_operations(self):
+            return []
+
+        def set_activation_policy(self, policy):
+            self.patched.append(policy)
+            return {"name": "op"}
+
+    api = Api()
+    decision = sleeper.run(ENV, api, lambda b, n: next(stamps), now=lambda: NOW)
+    assert not decision.stop and api.patched == []
+
+
+def test_without_a_recorded_request_idle_time_counts_from_the_instance_creation():
+    instance = {
+        "state": "RUNNABLE",
+        "createTime": "2026-11-25T09:00:00.000Z",
+        "settings": {"activationPolicy": "ALWAYS"},
+    }
+    assert sleeper.decide(instance, [], None, NOW, 60).stop
+    assert not sleeper.decide(instance, [], None, NOW, 240).stop
+    busy = [{"status": "RUNNING", "operationType": "UPDATE"}]
+    assert not sleeper.decide(instance, busy, None, NOW, 60).stop
+
+
+def _call(app, path: str = "/api/2.0/mlflow/experiments/search", accept: str = ""):
+    environ: dict = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "HTTP_ACCEPT": accept}
+    wsgiref.util.setup_testing_defaults(environ)
+    environ["wsgi.input"] = io.BytesIO()
+    seen: dict = {}
+
+    def start_response(status, headers):
+        seen["status"], seen["headers"] = status, dict(headers)
+
+    body = b"".join(app(environ, start_response))
+    return int(seen["status"].split()[0]), seen["headers"], body
+
+
+def _mlflow_stand_in(pg: Postgres):
+    """A WSGI app that, like MLflow, needs the database for every request."""
+
+    def app(environ, start_response):
+        conn = pg.connect(user="mlflow", password="pw-Secret-123", dbname="mlflow")
+        conn.close()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"experiments": []}']
+
+    return app
+
+
+def test_a_request_wakes_the_sleeping_database_then_succeeds(admin, pg):
+    api = _api(admin)
+    api.set_activation_policy("NEVER")
+    admin.wait_idle()
+    admin.patches.clear()
+    admin.start_delay = 0.5
+    touched: list[str] = []
+    recorder = wake.LastRequestRecorder(
+        ENV["LAST_REQUEST_OBJECT"], lambda b, n, c: touched.append(c)
+    )
+    app = wake.WakeMiddleware(_mlflow_stand_in(pg), wake.Sleep(wake.Waker(api), recorder))
+
+    status, headers, body = _call(app)
+    assert status == 503 and headers["Retry-After"] == "10"
+    assert json.loads(body)["message"].startswith("waking the database, about ")
+    assert admin.patches == ["ALWAYS"]
+
+    status, headers, body = _call(app, accept="text/html,*/*")
+    assert status in (503, 200)
+    if status == 503:
+        assert b"waking the database" in body and headers["Content-Type"].startswith("text/html")
+    assert admin.patches == ["ALWAYS"], "one wake, however many requests wait"
+
+    admin.wait_idle()
+    status, _, body = _call(app)
+    assert status == 200 and body == b'{"experiments": []}'
+    assert _call(app, "/health")[0] == 200
+    time.sleep(0.2)
+    assert len(touched) == 1, "the last request is recorded at most once a minute"
+
+
+def test_health_never_waits_nor_wakes(admin, pg):
+    api = _api(admin)
+    api.set_activation_policy("NEVER")
+    admin.wait_idle()
+    admin.patches.clear()
+    app = wake.WakeMiddleware(_mlflow_stand_in(pg), wake.Sleep(wake.Waker(api), None))
+
+    def health(environ, start_response):
+        start_response("200 OK", [])
+        return [b"OK"]
+
+    app.app = health
+    assert _call(app, "/health")[0] == 200 and admin.patches == []
+
+
+def test_sleep_is_off_at_zero_and_bad_settings_name_themselves():
+    assert wake.sleep_from_env({**ENV, "DB_SLEEP_AFTER_MINUTES": "0"}) is None
+    with pytest.raises(ValueError, match="DB_SLEEP_AFTER_MINUTES"):
+        wake.sleep_from_env({**ENV, "DB_SLEEP_AFTER_MINUTES": "soon"})
+    with pytest.raises(ValueError, match="LAST_REQUEST_OBJECT"):
+        wake.sleep_from_env({**ENV, "LAST_REQUEST_OBJECT": "bucket/x"})
+
+
+class _Waking:
+    """A server that answers 503 + Retry-After `busy` times, then 200."""
+
+    def __init__(self, busy: int, retry_after_value: str = "1") -> None:
+        self.busy = busy
+        self.value = retry_after_value
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, req: Request) -> Response:
+        with self.lock:
+            self.calls += 1
+            if self.calls <= self.busy:
+                return Response(503, {"message": "waking"}, {"Retry-After": self.value})
+        return Response(200, {"ok": True, "body": req.body.decode()})
+
+
+def test_the_client_waits_as_told_and_then_succeeds():
+    waking = _Waking(busy=2)
+    slept: list[float] = []
+    with LocalHttpServer(waking) as server:
+        session = retry_after.install(
+            requests.Session(), retry_after.RetryAfterHook(30, sleep=slept.append)
+        )
+        r = session.post(server.url + "/api/2.0/mlflow/runs/create", data=b'{"a": 1}')
+    assert r.status_code == 200 and r.json()["body"] == '{"a": 1}'
+    assert slept == [1.0, 1.0] and waking.calls == 3 and len(r.history) == 2
+
+
+def test_the_client_gives_up_when_the_budget_is_spent():
+    waking = _Waking(busy=1000, retry_after_value="10")
+    slept: list[float] = []
+    with LocalHttpServer(waking) as server:
+        session = retry_after.install(
+            requests.Session(), retry_after.RetryAfterHook(25, sleep=slept.append)
+        )
+        r = session.get(server.url + "/x")
+    assert r.status_code == 503 and slept == [10.0, 10.0] and waking.calls == 3
+
+
+def test_retry_after_parsing():
+    def resp(status: int, value: str | None) -> requests.Response:
+        r = requests.Response()
+        r.status_code = status
+        if value is not None:
+            r.headers["Retry-After"] = value
+        return r
+
+    assert retry_after.retry_after_seconds(resp(503, "7")) == 7.0
+    assert retry_after.retry_after_seconds(resp(503, "3600")) == 60.0
+    assert retry_after.retry_after_seconds(resp(503, None)) is None
+    assert retry_after.retry_after_seconds(resp(500, "5")) is None
+    date = "Wed, 25 Nov 2026 12:00:30 GMT"
+    assert retry_after.retry_after_seconds(resp(503, date), now=NOW.timestamp()) == 30.0
+    with pytest.raises(ValueError, match="MLFLOW_WAKE_MAX_WAIT_SECONDS"):
+        retry_after.max_wait_from_env({"MLFLOW_WAKE_MAX_WAIT_SECONDS": "long"})
