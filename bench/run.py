@@ -534,13 +534,13 @@ def main(argv: list[str] | None = None) -> int:
         usage = cost.Usage(requests_per_month=200_000, seconds_per_request=0.1, artifacts_gb=50)
         idle = cost.Usage(0, 0.1, 50)
         ours_idle = cost.estimate(defaults, idle).total
-        ae_idle = cost.app_engine_flexible_estimate(idle).total
+        ae_idle = cost.app_engine_flexible_estimate(idle, defaults.get("region")).total
         ours_used = cost.estimate(defaults, usage).total
-        ae_used = cost.app_engine_flexible_estimate(usage).total
-        direct_idle = cost.estimate({**defaults, "vpc_egress": "direct"}, idle).total
+        ae_used = cost.app_engine_flexible_estimate(usage, defaults.get("region")).total
+        asleep_idle = cost.estimate(defaults, idle, asleep=True).total
         rows.append(
             Row(
-                "cost, idle (defaults vs App Engine flex)",
+                "cost, idle, database awake (defaults vs App Engine flex)",
                 ours_idle,
                 ae_idle,
                 "$/month",
@@ -551,13 +551,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         rows.append(
             Row(
-                "cost, idle with vpc_egress = direct",
-                direct_idle,
+                "cost, idle, database asleep (<= $3/month)",
+                asleep_idle,
                 ae_idle,
                 "$/month",
-                "<= 0.2x",
+                "<= 0.05x",
                 False,
-                direct_idle / ae_idle <= 0.2,
+                asleep_idle / ae_idle <= 0.05 and asleep_idle <= 3.0,
             )
         )
         rows.append(Row("cost, 200k requests/month", ours_used, ae_used, "$/month", "", False))
