@@ -570,8 +570,10 @@ def main(argv: list[str] | None = None) -> int:
             "Ours serves MLflow's Flask app under gunicorn: tracking, model registry, artifacts "
             "and the UI. It gives up the routes MLflow serves only from its FastAPI app under "
             "uvicorn (OTLP trace ingest, the job API, the AI gateway, the assistant).",
-            "Cost rows come from deployer/prices.toml (App Engine flexible: one instance always "
-            "on plus Cloud SQL MySQL db-f1-micro, the older one-click design).",
+            "Cost rows come from deployer/prices.toml, us-central1, free tiers applied to both "
+            "designs (App Engine flexible: one instance always on plus Cloud SQL MySQL "
+            "db-f1-micro, the older one-click design). 'Database asleep' is a month nobody uses "
+            "MLflow: the instance is stopped, its disk and backups still bill.",
         ]
     finally:
         keys.close()
