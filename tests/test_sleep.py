@@ -260,3 +260,60 @@ def test_retry_after_parsing():
     assert retry_after.retry_after_seconds(resp(503, date), now=NOW.timestamp()) == 30.0
     with pytest.raises(ValueError, match="MLFLOW_WAKE_MAX_WAIT_SECONDS"):
         retry_after.max_wait_from_env({"MLFLOW_WAKE_MAX_WAIT_SECONDS": "long"})
+
+
+def _env_for(admin: FakeSqlAdmin) -> dict[str, str]:
+    return {**ENV, "SQLADMIN_ENDPOINT": admin.endpoint, "LAST_REQUEST_OBJECT": ""}
+
+
+def test_serve_starts_without_the_schema_check_while_the_database_wakes(admin, pg, monkeypatch):
+    monkeypatch.setattr(wake.AdminApi, "session", requests.Session())
+    assert wake.wake_before_serve(_env_for(admin)) is True and admin.patches == []
+    _api(admin).set_activation_policy("NEVER")
+    admin.wait_idle()
+    admin.patches.clear()
+    assert wake.wake_before_serve(_env_for(admin)) is False
+    assert admin.patches == ["ALWAYS"], "serving a sleeping database starts waking it"
+
+
+def test_the_migration_waits_for_a_sleeping_database(admin, pg, monkeypatch):
+    monkeypatch.setattr(wake.AdminApi, "session", requests.Session())
+    _api(admin).set_activation_policy("NEVER")
+    admin.wait_idle()
+    admin.start_delay = 1.0
+    said: list[str] = []
+    wake.wait_until_awake(
+        _env_for(admin), timeout=600, sleep=lambda s: time.sleep(0.2), echo=said.append
+    )
+    assert _db_answers(pg) and said and "waking the database" in said[0]
+    _api(admin).set_activation_policy("NEVER")
+    admin.wait_idle()
+    admin.start_delay = 5.0
+    with pytest.raises(TimeoutError, match="did not wake within 1 s"):
+        wake.wait_until_awake(_env_for(admin), timeout=1, sleep=lambda s: None, echo=said.append)
+
+
+def test_asgi_routes_get_the_same_503(admin, pg):
+    import asyncio
+
+    api = _api(admin)
+    api.set_activation_policy("NEVER")
+    admin.wait_idle()
+    reached: list[str] = []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    guard = wake.AsgiWake(app, wake.Sleep(wake.Waker(api), None))
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "path": "/v1/traces", "headers": [(b"accept", b"application/json")]}
+    asyncio.run(guard(scope, None, send))
+    headers = dict(sent[0]["headers"])
+    assert sent[0]["status"] == 503 and headers[b"retry-after"] == b"10" and reached == []
+    admin.wait_idle()
+    asyncio.run(guard(scope, None, send))
+    assert reached == ["/v1/traces"]

@@ -315,3 +315,30 @@ def wake_before_serve(env: Mapping[str, str] | None = None) -> bool:
     except Exception as e:
         _logger.warning("cannot tell whether the database is awake: %s", e)
         return True
+
+
+def wait_until_awake(
+    env: Mapping[str, str] | None = None,
+    timeout: float = 540.0,
+    sleep: Callable[[float], None] = time.sleep,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """For the entrypoint's `migrate` (the migration job): wake a sleeping database and wait
+    for it, so a deploy while the database sleeps migrates instead of failing to connect.
+    Raises TimeoutError naming the instance when it is not up within `timeout` seconds."""
+    sleep_settings = sleep_from_env(env)
+    if sleep_settings is None:
+        return
+    waker, waited = sleep_settings.waker, 0.0
+    while (left := waker.seconds_to_wait()) is not None:
+        if waited >= timeout:
+            raise TimeoutError(
+                f"the database {waker.api.instance} did not wake within {timeout:.0f} s; "
+                "see its operations: gcloud sql operations list --instance "
+                f"{waker.api.instance} --project {waker.api.project}"
+            )
+        echo(f"waking the database {waker.api.instance} (about {left} s) ...")
+        step = float(min(left, RETRY_AFTER_SECONDS))
+        sleep(step)
+        waited += step
+        waker._awake_at = None  # look again, do not trust the cache
