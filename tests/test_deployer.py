@@ -152,6 +152,7 @@ NOT_YET_IN_VARS = {
     "reuse_private_services_access",
     "github_repository_id",
     "github_repository_owner_id",
+    "db_sleep_after_minutes",
 }
 
 
