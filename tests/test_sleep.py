@@ -289,6 +289,11 @@ def test_the_migration_waits_for_a_sleeping_database(admin, pg, monkeypatch):
     _api(admin).set_activation_policy("NEVER")
     admin.wait_idle()
     admin.start_delay = 5.0
+    said.clear()
+    wake.wait_until_awake(
+        {**_env_for(admin), "SQLADMIN_ENDPOINT": "http://127.0.0.1:9"}, echo=said.append
+    )
+    assert "going ahead" in said[0], "no Admin API (no grant yet): the migration goes ahead"
     with pytest.raises(TimeoutError, match="did not wake within 1 s"):
         wake.wait_until_awake(_env_for(admin), timeout=1, sleep=lambda s: None, echo=said.append)
 
