@@ -6,9 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
+import sys
 import threading
 import time
 import wsgiref.util
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -20,6 +23,7 @@ from tests.support.http import LocalHttpServer, Request, Response
 from tests.support.postgres import Postgres
 from tests.support.sqladmin import FakeSqlAdmin
 
+REPO = Path(__file__).resolve().parents[1]
 PROJECT, INSTANCE = "test-project", "mlflow-db-a1b2c3"
 ENV = {
     "DB_SLEEP_AFTER_MINUTES": "60",
@@ -27,6 +31,9 @@ ENV = {
     "LAST_REQUEST_OBJECT": "gs://bucket/_deployer/last-request",
 }
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+# The server trusts a database it saw awake for this long (wake.AWAKE_TTL_SECONDS, shortened
+# for the test through WAKE_AWAKE_TTL_SECONDS).
+AWAKE_CACHE_EXPIRY = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -322,3 +329,60 @@ def test_asgi_routes_get_the_same_503(admin, pg):
     admin.wait_idle()
     asyncio.run(guard(scope, None, send))
     assert reached == ["/v1/traces"]
+
+
+def test_a_real_mlflow_client_rides_out_the_wake_and_loses_nothing(
+    admin, pg, tmp_path, monkeypatch
+):
+    """MLflow's own HTTP retries honour Retry-After on 503: a script that starts while the
+    database sleeps waits for it, then succeeds, and finds what it wrote before. The server
+    calls the Admin API with its own credentials (the metadata server, as on Cloud Run)."""
+    from mlflow import MlflowClient
+
+    from deployer.server.schema import upgrade_schema
+    from tests.support import processes
+    from tests.support.google_fakes import GoogleFakes
+
+    google = GoogleFakes(PROJECT)
+    runtime = f"mlflow-server@{PROJECT}.iam.gserviceaccount.com"
+    google.service_account(runtime)
+    google.metadata_account = runtime
+
+    uri = f"postgresql+psycopg2://mlflow:pw-Secret-123@/mlflow?host={pg.socket_dir}&port={pg.port}"
+    upgrade_schema(uri)
+    port = processes.free_port()
+    env = {
+        **google.client_env(tmp_path),
+        **google.metadata_env(),
+        **_env_for(admin),
+        "_MLFLOW_SERVER_FILE_STORE": uri,
+        "_MLFLOW_SERVER_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        "WAKE_AWAKE_TTL_SECONDS": "1",
+    }
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(REPO)])
+    server = processes.start(
+        [sys.executable, "-m", "tests.support.wake_server", str(port)], env, tmp_path / "log"
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        processes.wait_healthy(url, server)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        client = MlflowClient(tracking_uri=url)
+        before = client.create_experiment("before-sleep")
+        _api(admin).set_activation_policy("NEVER")
+        admin.wait_idle()
+        admin.patches.clear()
+        admin.start_delay = 2.0
+        # From here on the fake Admin API wants a token the (fake) Google issued.
+        admin.principal_of = lambda token: google.access_tokens.get(token, (None,))[0]
+        time.sleep(AWAKE_CACHE_EXPIRY)
+        started = time.monotonic()
+        names = {e.name for e in client.search_experiments()}
+        waited = time.monotonic() - started
+        assert "before-sleep" in names and client.get_experiment(before).name == "before-sleep"
+        assert admin.patches == ["ALWAYS"] and waited >= wake.RETRY_AFTER_SECONDS - 1
+        assert set(admin.callers) == {runtime}, "the server calls as its own account"
+    finally:
+        server.stop()
+        google.close()

@@ -110,9 +110,17 @@ def is_awake(instance: Mapping[str, Any], pending: list[dict]) -> bool:
 class Waker:
     """Knows whether the database is up; starts it, once, when a request finds it stopped."""
 
-    def __init__(self, api: AdminApi, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        api: AdminApi,
+        clock: Callable[[], float] = time.monotonic,
+        awake_ttl: float = AWAKE_TTL_SECONDS,
+    ) -> None:
         self.api = api
         self.clock = clock
+        # Trusting an "awake" answer this long is safe: the sleeper stops the database only
+        # after at least 15 idle minutes.
+        self.awake_ttl = awake_ttl
         self._lock = threading.Lock()
         self._awake_at: float | None = None
         self._woken_at: float | None = None
@@ -120,7 +128,7 @@ class Waker:
     def seconds_to_wait(self) -> int | None:
         """None when the database is up; otherwise an estimate of the seconds left."""
         now = self.clock()
-        if self._awake_at is not None and now - self._awake_at < AWAKE_TTL_SECONDS:
+        if self._awake_at is not None and now - self._awake_at < self.awake_ttl:
             return None
         with self._lock:
             instance = self.api.get()
@@ -289,7 +297,8 @@ def sleep_from_env(env: Mapping[str, str] | None = None) -> Sleep | None:
     project, instance = parse_connection_name(env["CLOUD_SQL_CONNECTION_NAME"])
     api = AdminApi(project, instance, endpoint=env.get(ENV_ENDPOINT, ""))
     url = env.get("LAST_REQUEST_OBJECT", "")
-    return Sleep(Waker(api), LastRequestRecorder(url) if url else None)
+    ttl = float(env.get("WAKE_AWAKE_TTL_SECONDS") or AWAKE_TTL_SECONDS)  # tests shorten it
+    return Sleep(Waker(api, awake_ttl=ttl), LastRequestRecorder(url) if url else None)
 
 
 def wrap_wsgi(app: WSGIApp, env: Mapping[str, str] | None = None) -> WSGIApp:

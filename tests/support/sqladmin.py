@@ -14,6 +14,7 @@ import datetime as dt
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from tests.support.http import LocalHttpServer, Request, Response
 from tests.support.postgres import Postgres
@@ -24,7 +25,14 @@ def _now() -> str:
 
 
 class FakeSqlAdmin:
-    def __init__(self, pg: Postgres, project: str, instance: str, start_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        pg: Postgres,
+        project: str,
+        instance: str,
+        start_delay: float = 0.0,
+        principal_of: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.pg = pg
         self.project = project
         self.instance = instance
@@ -33,6 +41,9 @@ class FakeSqlAdmin:
         self.create_time = _now()
         self.operations: list[dict] = []
         self.patches: list[str] = []
+        # Bearer token -> caller; None accepts any caller (unit tests without google-auth).
+        self.principal_of = principal_of
+        self.callers: list[str] = []
         self._lock = threading.Lock()
         self.server = LocalHttpServer(self._route)
         self.endpoint = self.server.url
@@ -54,6 +65,15 @@ class FakeSqlAdmin:
         }
 
     def _route(self, req: Request) -> Response:
+        if self.principal_of is not None:
+            token = req.headers.get("authorization", "").removeprefix("Bearer ")
+            caller = self.principal_of(token)
+            if caller is None:
+                message = "Request had invalid authentication credentials."
+                return Response(
+                    401, {"error": {"code": 401, "message": message, "status": "UNAUTHENTICATED"}}
+                )
+            self.callers.append(caller)
         base = f"/v1/projects/{self.project}"
         path = req.path.split("?")[0]
         if path == f"{base}/instances/{self.instance}":
