@@ -386,3 +386,31 @@ def test_a_real_mlflow_client_rides_out_the_wake_and_loses_nothing(
     finally:
         server.stop()
         google.close()
+
+
+def test_the_twins_gcloud_describes_a_sleeping_instance(capsys):
+    """`deployer status` and a full apply read the activation policy with `gcloud sql instances
+    describe`; the twin answers from what `patch` (or the server, through the twin) set."""
+    from tests.twin import gcloud as twin_gcloud
+
+    doc = {
+        "resources": {
+            "google_sql_database_instance": {
+                "x": {
+                    "name": INSTANCE,
+                    "connection_name": ENV["CLOUD_SQL_CONNECTION_NAME"],
+                    "settings": [{"tier": "db-f1-micro", "activation_policy": "ALWAYS"}],
+                }
+            }
+        },
+        "sql_activation": {INSTANCE: "NEVER"},
+    }
+
+    class Ctx:
+        def doc(self):
+            return doc
+
+    assert twin_gcloud.sql_describe(Ctx(), ["sql", "instances", "describe", INSTANCE], {}) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["state"] == "RUNNABLE" and described["settings"]["activationPolicy"] == "NEVER"
+    assert twin_gcloud.sql_describe(Ctx(), ["sql", "instances", "describe", "other"], {}) == 1
