@@ -414,3 +414,25 @@ def test_the_twins_gcloud_describes_a_sleeping_instance(capsys):
     described = json.loads(capsys.readouterr().out)
     assert described["state"] == "RUNNABLE" and described["settings"]["activationPolicy"] == "NEVER"
     assert twin_gcloud.sql_describe(Ctx(), ["sql", "instances", "describe", "other"], {}) == 1
+
+
+def test_the_last_request_goes_through_gcs_from_server_to_sleeper(tmp_path, monkeypatch):
+    """The recorder writes, and the sleeper reads, a real object (fake-gcs-server)."""
+    from tests.support.gcs import FakeGcs
+
+    gcs = FakeGcs(tmp_path / "gcs").start()
+    try:
+        gcs.create_bucket("bucket")
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
+        monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
+        url = ENV["LAST_REQUEST_OBJECT"]
+        assert sleeper.read_last_request(url) is None, "nothing recorded yet"
+        recorder = wake.LastRequestRecorder(url)
+        recorder.touch()
+        deadline = time.monotonic() + 10
+        while (last := sleeper.read_last_request(url)) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert last is not None and abs((dt.datetime.now(dt.UTC) - last).total_seconds()) < 60
+        assert gcs.read("bucket", "_deployer/last-request").decode().startswith("20")
+    finally:
+        gcs.stop()

@@ -76,13 +76,14 @@ def read_last_request(url: str, reader: Reader | None = None) -> dt.datetime | N
 
 
 def _gcs_read(bucket: str, name: str) -> str | None:
-    from google.api_core.exceptions import NotFound
     from google.cloud import storage
 
     try:
         return storage.Client().bucket(bucket).blob(name).download_as_text()
-    except NotFound:
-        return None
+    except Exception as e:  # google-api-core's NotFound (a dependency of ours only through GCS)
+        if getattr(e, "code", None) == 404:
+            return None  # no request recorded yet
+        raise
 
 
 def run(

@@ -4,9 +4,13 @@ server environment variables; the wake settings from the usual ones (deployer/se
 
 from __future__ import annotations
 
+import socketserver
 import sys
+from wsgiref.simple_server import WSGIServer, make_server
 
-from werkzeug.serving import make_server
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
 
 
 def main(port: int) -> None:
@@ -15,7 +19,7 @@ def main(port: int) -> None:
     from deployer.server import wake
 
     app.wsgi_app = wake.wrap_wsgi(app.wsgi_app)
-    server = make_server("127.0.0.1", port, app, threaded=True)
+    server = make_server("127.0.0.1", port, app, server_class=_ThreadingServer)
     print(f"serving on {port}", flush=True)
     server.serve_forever()
 
