@@ -581,13 +581,13 @@ def cost_rows() -> list[Row]:
     usage = cost.Usage(requests_per_month=200_000, seconds_per_request=0.1, artifacts_gb=50)
     idle = cost.Usage(0, 0.1, 50)
     ours_idle = cost.estimate(defaults, idle).total
-    ae_idle = cost.app_engine_flexible_estimate(idle).total
+    ae_idle = cost.app_engine_flexible_estimate(idle, defaults.get("region")).total
     ours_used = cost.estimate(defaults, usage).total
-    ae_used = cost.app_engine_flexible_estimate(usage).total
-    direct_idle = cost.estimate({**defaults, "vpc_egress": "direct"}, idle).total
+    ae_used = cost.app_engine_flexible_estimate(usage, defaults.get("region")).total
+    asleep_idle = cost.estimate(defaults, idle, asleep=True).total
     return [
         Row(
-            "cost, idle (defaults vs App Engine flex)",
+            "cost, idle, database awake (defaults vs App Engine flex)",
             ours_idle,
             ae_idle,
             "$/month",
@@ -596,13 +596,13 @@ def cost_rows() -> list[Row]:
             ours_idle / ae_idle <= 0.2,
         ),
         Row(
-            "cost, idle with vpc_egress = direct",
-            direct_idle,
+            "cost, idle, database asleep (<= $3/month)",
+            asleep_idle,
             ae_idle,
             "$/month",
-            "<= 0.2x",
+            "<= 0.05x",
             False,
-            direct_idle / ae_idle <= 0.2,
+            asleep_idle / ae_idle <= 0.05 and asleep_idle <= 3.0,
         ),
         Row("cost, 200k requests/month", ours_used, ae_used, "$/month", "", False),
     ]
@@ -618,8 +618,10 @@ def method_notes(plan: Plan) -> list[str]:
         "the app preloaded, job execution off), verifying an IAP assertion on every request.",
         "Both serve all of MLflow's routes, FastAPI ones included (OTLP trace ingest, traces, "
         "jobs, gateway, assistant, server-info).",
-        "Cost rows come from deployer/prices.toml (App Engine flexible: one instance always "
-        "on plus Cloud SQL MySQL db-f1-micro, the older one-click design).",
+        "Cost rows come from deployer/prices.toml, us-central1, free tiers applied to both "
+        "designs (App Engine flexible: one instance always on plus Cloud SQL MySQL "
+        "db-f1-micro, the older one-click design). 'Database asleep' is a month nobody uses "
+        "MLflow: the instance is stopped, its disk and backups still bill.",
     ]
 
 

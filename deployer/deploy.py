@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from deployer import client_env, image_build
+from deployer import client_env, db_sleep, image_build
 from deployer.errors import DeployerError
 from deployer.runner import Runner
 from deployer.stack import RESUME, PlanSummary, Stack
@@ -69,6 +69,9 @@ def _plan_and_apply(
         return PlanSummary(True)
     stack.ensure_state_bucket()
     stack.init()
+    if not targets:
+        # A sleeping database refuses the apply's work on it: wake it first (db_sleep.py).
+        db_sleep.wake_for_apply(stack.runner, stack.outputs())
     what = f" ({', '.join(targets)})" if targets else ""
     echo(f"Planning{what} ...")
     summary = stack.plan(targets)
@@ -248,6 +251,9 @@ def status(settings: Settings, runner: Runner, check_health: bool = True) -> lis
         f"bucket       {outputs.get('artifacts_bucket')}",
         f"database     {outputs.get('cloud_sql_connection_name')}",
     ]
+    where = db_sleep.instance_of(outputs)
+    if where is not None:
+        lines.append(f"db state     {db_sleep.state_line(db_sleep.describe(runner, *where))}")
     if outputs.get("workload_identity_provider"):
         lines.append(f"github wif   {outputs['workload_identity_provider']}")
     r = runner.run(

@@ -16,6 +16,8 @@ Settings (`deployer env` prints them for a deployed stack):
     MLFLOW_IAP_TOKEN_LIFETIME    optional; seconds, at most 3600
     MLFLOW_IAP_IDENTITY          auto (default: your login if any, else the service account),
                                  personal (require `deployer login`) or service-account
+    MLFLOW_WAKE_MAX_WAIT_SECONDS optional; how long to wait out a sleeping database's wake
+                                 (503 + Retry-After), default 300
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import requests
 from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
 from requests.utils import rewind_body
 
-from deployer import user_login
+from deployer import retry_after, user_login
 from deployer.tokens import MAX_LIFETIME_SECONDS, TokenCache, TokenError, TokenMinter, audience_for
 
 AUTH_NAME = "deployer-iap"
@@ -101,14 +103,21 @@ def cache_for(env: Mapping[str, str] | None = None) -> TokenCache:
 
 
 class IapBearerAuth(requests.auth.AuthBase):
-    """Adds `Authorization: Bearer <token>`; on a 401, re-mints once and resends."""
+    """Adds `Authorization: Bearer <token>`; on a 401, re-mints once and resends; on 503 +
+    Retry-After (the server waking its sleeping database), waits and resends within a budget
+    (`deployer.retry_after`, MLFLOW_WAKE_MAX_WAIT_SECONDS)."""
 
-    def __init__(self, cache: TokenCache) -> None:
+    def __init__(
+        self, cache: TokenCache, wake_wait: retry_after.RetryAfterHook | None = None
+    ) -> None:
         self.cache = cache
+        self.wake_wait = wake_wait
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self.cache.get()}"
         request.register_hook("response", self._retry_once_on_401)
+        if self.wake_wait is not None:
+            request.register_hook("response", self.wake_wait)
         return request
 
     def _retry_once_on_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
@@ -138,4 +147,8 @@ class IapAuthProvider(RequestAuthProvider):
         os.environ.setdefault(
             "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE", str(MULTIPART_THRESHOLD_BYTES)
         )
-        return IapBearerAuth(cache_for())
+        try:
+            wake_wait = retry_after.RetryAfterHook.from_env()
+        except ValueError as e:
+            raise TokenError(str(e)) from None
+        return IapBearerAuth(cache_for(), wake_wait)

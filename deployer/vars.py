@@ -80,6 +80,13 @@ def _int_range(low: int, high: int) -> Check:
     return check
 
 
+def _sleep_minutes(v: Any) -> str | None:
+    """terraform/variables.tf's rule: shorter idle times would stop the database mid-session."""
+    if isinstance(v, bool) or not isinstance(v, int) or not (v == 0 or 15 <= v <= 10080):
+        return "must be 0 (never) or between 15 and 10080 minutes (a week)"
+    return None
+
+
 def _bool(v: Any) -> str | None:
     return None if isinstance(v, bool) else "must be true or false"
 
@@ -326,6 +333,12 @@ FIELDS: tuple[Field, ...] = (
         "",
         "OWNER/REPO whose Actions may reach MLflow (empty: none).",
         _optional(_regex(re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+"), "must be OWNER/REPO")),
+    ),
+    Field(
+        "db_sleep_after_minutes",
+        60,
+        "Stop the idle database after this many minutes (0: never); it wakes on the next request.",
+        _sleep_minutes,
     ),
     Field(
         "github_repository_id",

@@ -191,6 +191,21 @@ variable "db_reserved_connections" {
   }
 }
 
+# The database sleeps by default, after an hour without a request. The teams this is for use the
+# tracker in bursts and leave it idle nights, weekends and between projects: an hour keeps it
+# awake through a working session with breaks (a meeting, lunch) and still stops it for the
+# ~2/3 of a month nobody uses it, which is most of the idle bill. Waking costs the first request
+# of a session a wait of about a minute, which clients ride out (503 + Retry-After). 0 = never.
+variable "db_sleep_after_minutes" {
+  type        = number
+  description = "Stop the Cloud SQL instance after this many minutes without a request (the next request starts it again, answering 503 + Retry-After for about a minute until it is up). 0 = never stop it."
+  default     = 60
+  validation {
+    condition     = var.db_sleep_after_minutes == 0 || (var.db_sleep_after_minutes >= 15 && var.db_sleep_after_minutes <= 10080)
+    error_message = "db_sleep_after_minutes must be 0 (never) or between 15 and 10080 (a week): shorter idle times would stop and start the database within a working session."
+  }
+}
+
 variable "deletion_protection" {
   type        = bool
   description = "Protect the database from deletion (in Terraform and in Cloud SQL). `deployer destroy --delete-data` turns it off first; the service and job hold no data and are never protected."

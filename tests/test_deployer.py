@@ -155,7 +155,6 @@ def _tf_variables() -> dict[str, dict]:
 # (Terraform's defaults apply meanwhile).
 DEPLOYER_RENDERED = {"image", "environment"}
 NOT_YET_IN_VARS = {
-    "web_app_admins",
     "private_services_cidr",
     "reuse_private_services_access",
 }
@@ -595,6 +594,22 @@ def test_status_shows_url_image_and_health(world, health):
     assert f"url          {health.url}" in result.stdout
     assert "image        europe-west1-docker.pkg.dev/acme-ml/mlflow/mlflow-server:" in result.stdout
     assert "health       ok" in result.stdout
+
+
+def test_status_says_the_database_sleeps_and_an_apply_wakes_it_first(world):
+    assert world.deployer("deploy", "--health-timeout", "30").returncode == 0
+    assert "db state     awake" in world.deployer("status").stdout
+    (world.cloud / "sql.json").write_text(json.dumps({"mlflow-db-a1b2c3": "NEVER"}))
+    assert "db state     asleep" in world.deployer("status").stdout
+    world.reset_log()
+    result = world.deployer("deploy", "--health-timeout", "30")
+    assert result.returncode == 0, result.stderr
+    assert "waking it for the apply" in result.stdout
+    calls = world.calls()
+    patch = [c["argv"][:3] for c in calls].index(["sql", "instances", "patch"])
+    plans = [i for i, c in enumerate(calls) if c["tool"] == "terraform" and "plan" in c["argv"]]
+    assert plans[0] < patch < plans[-1], "the database is up before the full plan and apply"
+    assert json.loads((world.cloud / "sql.json").read_text()) == {"mlflow-db-a1b2c3": "ALWAYS"}
 
 
 def test_destroy_asks_for_the_project_and_keeps_the_data(world):

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
+from deployer.server import wake
 from deployer.server.schema import (
     SchemaNotReady,
     SchemaState,
@@ -125,6 +126,10 @@ def server_environment(settings: ServerSettings, base: Mapping[str, str]) -> dic
     return env
 
 
+def _say(message: str) -> None:
+    print(f"mlflow-server-entrypoint: {message}", flush=True)
+
+
 def _fail(message: str) -> int:
     print(f"mlflow-server-entrypoint: error: {message}", file=sys.stderr, flush=True)
     return 2
@@ -134,6 +139,11 @@ def migrate(env: Mapping[str, str]) -> int:
     try:
         settings = load_settings(env)
     except SettingsError as e:
+        return _fail(str(e))
+    try:
+        # A deploy while the database sleeps: wake it and wait, so the migration can connect.
+        wake.wait_until_awake(env, echo=_say)
+    except (TimeoutError, ValueError) as e:
         return _fail(str(e))
     try:
         before, after = upgrade_schema(settings.backend_store_uri)
@@ -194,7 +204,16 @@ def prepare_serve(env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     Raises SettingsError or SchemaNotReady; never starts anything.
     """
     settings = load_settings(env)
-    wait_for_schema(settings)
+    try:
+        awake = wake.wake_before_serve(env)
+    except ValueError as e:  # DB_SLEEP_AFTER_MINUTES or CLOUD_SQL_CONNECTION_NAME malformed
+        raise SettingsError(str(e)) from None
+    if awake:
+        wait_for_schema(settings)
+    else:
+        # Asked to wake; the migration job checked the schema when this image was deployed, and
+        # requests get 503 + Retry-After until the database is up.
+        _say("the database sleeps and is waking: starting without the schema check")
     child_env = server_environment(settings, env)
     if settings.auth_mode is AuthMode.BASIC:
         bootstrap_basic_auth(child_env)

@@ -14,6 +14,10 @@ it twice:
 - around the Flask app, `IdentityStamper`: sets `REMOTE_USER` from that email, the way basic
   auth attributes requests, and the member again for the Flask worker thread.
 
+Between the two, inside the check, the sleeping database's wake (`wake.wrap_asgi`, active when
+DB_SLEEP_AFTER_MINUTES is set): a request that finds the database stopped starts it and gets
+503 + Retry-After until it is up.
+
 `IapMiddleware` is the same check for a plain WSGI server (kept for MLflow's Flask-only
 `--app-name iap` entry point).
 """
@@ -23,11 +27,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from deployer import jose
-from deployer.server import identity
+from deployer.server import identity, wake
 from deployer.server.iap import IAP_HEADER, IapVerifier, KeySet
 from deployer.server.settings import AuthMode, ServerSettings, load_settings
 
@@ -181,16 +185,23 @@ def create_asgi_app() -> Any:
         os.environ["_MLFLOW_SGI_NAME"] = "uvicorn"
         from mlflow.server.auth import create_app as basic_auth_app
 
-        return basic_auth_app()
+        return wake.wrap_asgi(basic_auth_app(), os.environ)
     from mlflow.server import app as flask_app
     from mlflow.server.fastapi_app import create_fastapi_app
 
     if settings.auth_mode is AuthMode.NONE:
-        return create_fastapi_app(flask_app)
+        return wake.wrap_asgi(create_fastapi_app(flask_app), os.environ)
     _install_identity(flask_app, settings)
     flask_app.wsgi_app = IdentityStamper(flask_app.wsgi_app, settings.admin_emails)
-    app = create_fastapi_app(flask_app)
-    return AsgiIapGuard(app, verifier_for(settings), settings.admin_emails)
+    return guard(create_fastapi_app(flask_app), settings, os.environ)
+
+
+def guard(app: Any, settings: ServerSettings, env: Mapping[str, str]) -> AsgiIapGuard:
+    """IAP's check outermost, then the sleeping database's wake (deployer/server/wake.py; a
+    no-op unless DB_SLEEP_AFTER_MINUTES is set): only verified requests are recorded as use and
+    may wake the database; while it wakes they get 503 + Retry-After, FastAPI and Flask routes
+    alike."""
+    return AsgiIapGuard(wake.wrap_asgi(app, env), verifier_for(settings), settings.admin_emails)
 
 
 def _install_identity(flask_app: Any, settings: ServerSettings) -> None:
@@ -212,8 +223,11 @@ def create_app():
 
     settings = load_settings(os.environ)
     _install_identity(flask_app, settings)
+    # The wake inside the IAP check, as in `guard`.
     flask_app.wsgi_app = IapMiddleware(
-        flask_app.wsgi_app, verifier_for(settings), settings.admin_emails
+        wake.wrap_wsgi(flask_app.wsgi_app, os.environ),
+        verifier_for(settings),
+        settings.admin_emails,
     )
     gcs_signing.install(settings)
     return flask_app

@@ -89,6 +89,11 @@ CASES: tuple[Case, ...] = (
     bad("web_app_admins", web_app_admins=["user:a,b@example.com"]),
     ok(iap_programmatic_clients=["1234-abcd.apps.googleusercontent.com"]),
     bad("iap_programmatic_clients", iap_programmatic_clients=["abcd.apps.googleusercontent.com"]),
+    # The sleeping database: 0 (never) or at least a quarter of an hour, at most a week.
+    ok(db_sleep_after_minutes=0),
+    ok(db_sleep_after_minutes=15),
+    bad("db_sleep_after_minutes", db_sleep_after_minutes=5),
+    bad("db_sleep_after_minutes", db_sleep_after_minutes=20000),
     ok(custom_domain="mlflow.example.com"),
     bad("custom_domain", custom_domain="not a domain"),
     ok(labels={"team": "ml"}),

@@ -28,6 +28,10 @@ locals {
     GOOGLE_CLOUD_PROJECT      = var.project_id
     # Bare emails of the MLflow administrators (IAM members without their kind prefix).
     ADMIN_EMAILS = join(",", [for m in var.web_app_admins : split(":", m)[1]])
+    # The sleeping database (deployer/server/wake.py): 0 = never; otherwise the server records
+    # its last request in this object and wakes the instance when a request finds it stopped.
+    DB_SLEEP_AFTER_MINUTES = tostring(var.db_sleep_after_minutes)
+    LAST_REQUEST_OBJECT    = var.db_sleep_after_minutes > 0 ? "gs://${var.bucket_name}/${var.last_request_object}" : ""
   }
 
   # One container spec for the service and the migration job, so the two can never disagree

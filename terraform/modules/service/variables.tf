@@ -164,3 +164,19 @@ variable "labels" {
   description = "Labels for the service, job and revisions."
   default     = {}
 }
+
+variable "db_sleep_after_minutes" {
+  type        = number
+  description = "Minutes without a request after which the database is stopped; 0 = never. The server wakes it on the next request."
+  default     = 0
+  validation {
+    condition     = var.db_sleep_after_minutes == 0 || (var.db_sleep_after_minutes >= 15 && var.db_sleep_after_minutes <= 10080)
+    error_message = "db_sleep_after_minutes must be 0 (never) or between 15 and 10080 (a week)."
+  }
+}
+
+variable "last_request_object" {
+  type        = string
+  description = "Object (in bucket_name) the server touches, at most once a minute, with the time of its last request."
+  default     = "_deployer/last-request"
+}

@@ -235,6 +235,22 @@ def main() -> None:
                 }
             )
         )
+    elif cmd.startswith("sql instances describe"):
+        # Activation policies in $FAKE_CLOUD_DIR/sql.json; a stopped instance stays RUNNABLE.
+        policy = load("sql", {}).get(args[3], "ALWAYS")
+        print(
+            json.dumps(
+                {"name": args[3], "state": "RUNNABLE", "settings": {"activationPolicy": policy}}
+            )
+        )
+    elif cmd.startswith("sql instances patch"):
+        sql = load("sql", {})
+        sql[args[3]] = flag("--activation-policy")
+        save("sql", sql)
+        print(
+            f"Patching Cloud SQL instance...done.\nUpdated [.../instances/{args[3]}].",
+            file=sys.stderr,
+        )
     else:
         fail(f"fake gcloud does not know: {' '.join(sys.argv[1:])}", 2)
 
