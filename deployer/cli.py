@@ -1,23 +1,48 @@
-"""The `deployer` command: a thin layer that parses, calls the library and prints."""
+"""The `deployer` command: a thin layer that parses, calls the library and prints.
+
+Every library error derives from `deployer.errors.DeployerError`; `DeployerGroup` turns them into
+one `deployer: error: …` line and exit code 1, in this one place. Modules beyond the client's
+(the server stack, the owner's tools) are imported inside the commands that need them, so
+`pip install '.[client]'` runs `deployer token` and `deployer env` without them.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from deployer import __version__
 from deployer import local as local_server
+from deployer.errors import DeployerError
+
+FULL_INSTALL = "pip install '.[server]' in this repository (or `make install`)"
 
 
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"deployer: error: {message}", err=True)
-    sys.exit(code)
+class UserError(click.ClickException):
+    """One line on stderr, `deployer: error: …`, exit code 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"deployer: error: {self.format_message()}", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class DeployerGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DeployerError as e:
+            raise UserError(str(e)) from None
+        except ModuleNotFoundError as e:
+            raise UserError(
+                f"this command needs {e.name}, which the client-only install leaves out: "
+                f"{FULL_INSTALL}"
+            ) from None
+
+
+@click.group(cls=DeployerGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="deployer")
 def cli() -> None:
     """Private MLflow on Google Cloud in one command, and the same server on one machine.
@@ -65,11 +90,7 @@ def local(host: str, port: int, data_dir: Path, allowed_hosts: str | None) -> No
     DATA_DIR/secrets (mode 0600) and shows the password once. Ctrl-C stops the
     server cleanly; start it again with the same --data-dir to find your runs.
     """
-    try:
-        code = local_server.run(data_dir, host, port, allowed_hosts, echo=click.echo)
-    except local_server.LocalError as e:
-        _fail(str(e))
-    sys.exit(code)
+    sys.exit(local_server.run(data_dir, host, port, allowed_hosts, echo=click.echo))
 
 
 @cli.command()
@@ -120,32 +141,10 @@ def token(
     Long runs should use the MLflow plugin instead (MLFLOW_TRACKING_AUTH=deployer-iap), which
     refreshes the token before it expires; `deployer env` prints the lines.
     """
-    from deployer import client_env, mlflow_auth, tokens
+    from deployer import client_env
 
-    env = dict(os.environ)
-    wants_outputs = environment or not env.get("MLFLOW_TRACKING_URI")
-    if not audience and not env.get(mlflow_auth.ENV_AUDIENCE) and wants_outputs:
-        try:
-            outputs = client_env.deployed_outputs(environment)
-        except client_env.ClientEnvError:
-            outputs = {}
-        if outputs:
-            env[mlflow_auth.ENV_AUDIENCE] = outputs["client_audience"]
-            env.setdefault(mlflow_auth.ENV_SERVICE_ACCOUNT, outputs["client_service_account"])
-    if audience:
-        env[mlflow_auth.ENV_AUDIENCE] = tokens.audience_for(audience)
-    if impersonate:
-        env[mlflow_auth.ENV_SERVICE_ACCOUNT] = impersonate
-    try:
-        if not env.get(mlflow_auth.ENV_AUDIENCE) and not env.get("MLFLOW_TRACKING_URI"):
-            raise tokens.TokenError(
-                "no server to mint a token for: pass --audience https://…run.app or set "
-                "MLFLOW_TRACKING_URI (`deployer env` prints it)"
-            )
-        aud, sa, _ = mlflow_auth.settings_from_env(env)
-        minted = tokens.TokenMinter(aud, sa, lifetime).mint()
-    except tokens.TokenError as e:
-        _fail(str(e))
+    env = client_env.token_environment(os.environ, audience, impersonate, environment)
+    minted, aud = client_env.mint_token(env, lifetime)
     click.echo(f"token for {minted.service_account} from {minted.source}, audience {aud}", err=True)
     if fmt == "header":
         click.echo(f"Authorization: Bearer {minted.token}")
@@ -153,6 +152,41 @@ def token(
         click.echo(f"export MLFLOW_TRACKING_TOKEN={minted.token}")
     else:
         click.echo(minted.token)
+
+
+@cli.command()
+@click.option(
+    "--client-id",
+    envvar="MLFLOW_IAP_OAUTH_CLIENT_ID",
+    required=True,
+    metavar="ID",
+    help="The desktop OAuth client the project owner allowlisted in IAP "
+    "(env MLFLOW_IAP_OAUTH_CLIENT_ID).",
+)
+@click.option(
+    "--client-secret",
+    envvar="MLFLOW_IAP_OAUTH_CLIENT_SECRET",
+    required=True,
+    metavar="SECRET",
+    help="Its secret (env MLFLOW_IAP_OAUTH_CLIENT_SECRET; not confidential for desktop clients).",
+)
+@click.option(
+    "--no-browser", is_flag=True, help="Print the sign-in URL instead of opening a browser."
+)
+def login(client_id: str, client_secret: str, no_browser: bool) -> None:
+    """Sign in with your Google account so runs from code carry your own email.
+
+    Keeps a refresh token in your config folder (mode 0600); the MLflow plugin
+    (MLFLOW_TRACKING_AUTH=deployer-iap) then mints your ID tokens from it. Without it,
+    code runs as the shared client service account.
+    """
+    from deployer import user_login
+
+    # A TokenError is a DeployerError: DeployerGroup prints it as one line.
+    stored = user_login.login(client_id, client_secret, open_browser=not no_browser)
+    path = user_login.login_path()
+    user_login.save(stored, path)
+    click.echo(f"signed in as {stored.email}; kept in {path} (mode 0600)")
 
 
 @cli.command("env")
@@ -203,16 +237,10 @@ def env_cmd(
     """
     from deployer import client_env
 
-    try:
-        if local_mode:
-            lines = client_env.local_exports(data_dir, port)
-        else:
-            if url is None and service_account is None:
-                outputs = client_env.deployed_outputs(environment)
-                url, service_account = outputs["service_url"], outputs["client_service_account"]
-            lines = client_env.cloud_exports(url, service_account)
-    except client_env.ClientEnvError as e:
-        _fail(str(e))
+    if local_mode:
+        lines = client_env.local_exports(data_dir, port)
+    else:
+        lines = client_env.env_lines(url, service_account, environment)
     click.echo("\n".join(lines))
 
 
@@ -232,16 +260,16 @@ DRY_RUN_OPTION = click.option(
 
 
 def _settings(vars_path: Path):
+    """The checked settings; every problem printed, then one line saying nothing changed."""
     from deployer import vars as vars_file
 
-    try:
-        settings = vars_file.load(vars_path)
-    except vars_file.VarsError as e:
-        _fail(str(e))
+    settings = vars_file.load(vars_path)
+    for warning in settings.warnings:
+        click.echo("warning: " + warning.render(vars_path), err=True)
     if settings.problems:
         for problem in settings.problems:
             click.echo(problem.render(vars_path), err=True)
-        _fail(
+        raise vars_file.VarsError(
             f"{len(settings.problems)} problem(s) in {vars_path}: fix them and run again "
             "(nothing was changed)"
         )
@@ -254,14 +282,20 @@ def _runner(dry_run: bool):
     return Runner(dry_run=dry_run, echo=click.echo)
 
 
-def _guard(fn, *args, **kwargs):
-    from deployer.deploy import DeployError
-    from deployer.runner import ToolError
+def _ask(values: dict[str, Any], name: str, help_text: str) -> None:
+    """Ask for one setting until the answer passes its check."""
+    from deployer import vars as vars_file
 
-    try:
-        return fn(*args, **kwargs)
-    except (ToolError, DeployError) as e:
-        _fail(str(e))
+    while True:
+        default = vars_file.shown_default(values[name])
+        raw = click.prompt(
+            f"{name} ({help_text})", default=default, show_default=default not in (None, "")
+        )
+        value, problem = vars_file.check_answer(name, str(raw))
+        if problem is None:
+            values[name] = value
+            return
+        click.echo(f"  {problem}", err=True)
 
 
 @cli.command("init")
@@ -286,47 +320,23 @@ def init_cmd(vars_path: Path, pairs: tuple[str, ...], non_interactive: bool, for
     """Write a vars file, asking for each important setting (with defaults)."""
     from deployer import vars as vars_file
 
-    if vars_path.exists() and not force:
-        _fail(
-            f"{vars_path} exists: edit it, pass --force to overwrite, or --vars for another "
-            "environment"
-        )
-    values = {f.name: f.default for f in vars_file.FIELDS}
-    hint = vars_file.environment_from_path(vars_path)
-    if hint:
-        values["environment"] = hint
-    given: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or key not in vars_file.BY_NAME:
-            _fail(f"--set {pair!r}: use KEY=VALUE with a setting from vars.example")
-        given[key] = vars_file.coerce(key, raw)
-    values.update(given)
-    for f in vars_file.FIELDS:
-        if f.name in given or non_interactive or not (f.prompt or f.required):
-            continue
-        while True:
-            shown = values[f.name]
-            if isinstance(shown, list):
-                shown = ",".join(shown)
-            raw = click.prompt(
-                f"{f.name} ({f.help})",
-                default=shown if shown is not None else None,
-                show_default=shown not in (None, ""),
-            )
-            value = vars_file.coerce(f.name, str(raw))
-            message = f.check(value)
-            if message is None:
-                values[f.name] = value
-                break
-            click.echo(f"  {value!r} {message}", err=True)
-    text = vars_file.render(values)
-    settings = vars_file.parse(text, vars_path, hint)
+    vars_file.refuse_overwrite(vars_path, force)
+    given = vars_file.parse_pairs(pairs)
+    values = vars_file.initial_values(vars_path, given)
+    if not non_interactive:
+        for f in vars_file.FIELDS:
+            if f.name not in given and (f.prompt or f.required):
+                _ask(values, f.name, f.help)
+    settings = vars_file.write_new(vars_path, values, force=True)
     if settings.problems:
         for problem in settings.problems:
             click.echo(problem.render(vars_path), err=True)
-        _fail(f"not written: {len(settings.problems)} problem(s); pass them with --set")
-    vars_path.write_text(text)
+        raise vars_file.VarsError(
+            f"{vars_path} not written: {len(settings.problems)} problem(s) above; give each "
+            "with --set KEY=VALUE (or answer the prompts: drop --non-interactive)"
+        )
+    for warning in settings.warnings:
+        click.echo("warning: " + warning.render(vars_path), err=True)
     click.echo(f"Wrote {vars_path}. Next: deployer check --vars {vars_path}")
 
 
@@ -344,7 +354,8 @@ def validate_cmd(vars_path: Path) -> None:
 @cli.command("check")
 @VARS_OPTION
 def check_cmd(vars_path: Path) -> None:
-    """Preflight: tools, credentials, project, billing, permissions, APIs."""
+    """Preflight: tools, credentials, project, billing, permissions, APIs, the state bucket's
+    owner, and members IAP would refuse (outside the project's organisation)."""
     from deployer import preflight
 
     settings = _settings(vars_path)
@@ -353,7 +364,7 @@ def check_cmd(vars_path: Path) -> None:
         click.echo(result.line())
     failed = [r for r in results if not r.ok]
     if failed:
-        _fail(f"{len(failed)} check(s) failed: fix them, then run `deployer check` again")
+        raise UserError(f"{len(failed)} check(s) failed: fix them, then run `deployer check` again")
     click.echo("Ready to deploy: deployer deploy --vars " + str(vars_path))
 
 
@@ -369,13 +380,8 @@ def build_cmd(vars_path: Path, dry_run: bool, local_docker: bool) -> None:
 
     settings = _settings(vars_path)
     image = image_build.image_for(settings)
-    _guard(
-        image_build.build,
-        _runner(dry_run),
-        image,
-        settings["project_id"],
-        settings["region"],
-        local_docker,
+    image_build.build(
+        _runner(dry_run), image, settings["project_id"], settings["region"], local_docker
     )
     click.echo(image)
 
@@ -386,27 +392,16 @@ def build_cmd(vars_path: Path, dry_run: bool, local_docker: bool) -> None:
 @click.option("--yes", is_flag=True, help="Apply without asking after the plan.")
 def apply_cmd(vars_path: Path, dry_run: bool, yes: bool) -> None:
     """Render tfvars, terraform init (GCS state), plan, show the summary, apply."""
-    from deployer import deploy, image_build
-    from deployer.stack import Stack
+    from deployer import access, deploy
 
     settings = _settings(vars_path)
     runner = _runner(dry_run)
-    stack = _guard(Stack, settings, runner)
-    image = image_build.image_for(settings)
+    access.require_access(settings, runner, "apply", dry_run)
 
     def confirm(summary) -> bool:
         return yes or dry_run or click.confirm(f"Apply ({summary.describe()})?", default=False)
 
-    if not _guard(image_build.image_exists, runner, image, settings["project_id"]):
-        # Cloud Run cannot start without the image: set up only what the build needs.
-        _guard(deploy.apply, stack, image, deploy.BOOTSTRAP_TARGETS, confirm=confirm)
-        _fail(
-            f"the server image {image} is not built yet; the registry is ready: run "
-            "`deployer build`, then `deployer apply` again (`deployer deploy` does all of it)"
-        )
-    _guard(deploy.apply, stack, image, confirm=confirm)
-    if not dry_run:
-        _guard(stack.outputs)
+    deploy.apply_command(settings, runner, confirm)
 
 
 @cli.command("deploy")
@@ -424,10 +419,12 @@ def apply_cmd(vars_path: Path, dry_run: bool, yes: bool) -> None:
 )
 def deploy_cmd(vars_path: Path, dry_run: bool, local_docker: bool, health_timeout: int) -> None:
     """Build, apply, migrate, wait for health: the whole deployment, resumable."""
-    from deployer import deploy
+    from deployer import access, deploy
 
     settings = _settings(vars_path)
-    done = _guard(deploy.deploy, settings, _runner(dry_run), local_docker, health_timeout)
+    runner = _runner(dry_run)
+    access.require_access(settings, runner, "deploy", dry_run)
+    done = deploy.deploy(settings, runner, local_docker, health_timeout)
     if done is None:
         return
     click.echo("")
@@ -441,10 +438,12 @@ def deploy_cmd(vars_path: Path, dry_run: bool, local_docker: bool, health_timeou
 @VARS_OPTION
 def status_cmd(vars_path: Path) -> None:
     """What is deployed: URL, image, revision, health."""
-    from deployer import deploy
+    from deployer import access, deploy
 
     settings = _settings(vars_path)
-    for line in _guard(deploy.status, settings, _runner(False)):
+    runner = _runner(False)
+    access.require_access(settings, runner, "status", dry_run=False)
+    for line in deploy.status(settings, runner):
         click.echo(line)
 
 
@@ -459,9 +458,11 @@ def status_cmd(vars_path: Path) -> None:
 )
 def destroy_cmd(vars_path: Path, dry_run: bool, yes: bool, delete_data: bool) -> None:
     """Take the stack down; the database and artifacts are kept unless --delete-data."""
-    from deployer import deploy
+    from deployer import access, deploy
 
     settings = _settings(vars_path)
+    runner = _runner(dry_run)
+    access.require_access(settings, runner, "destroy", dry_run, delete_data)
     click.echo(deploy.destroy_summary(settings, delete_data))
     if not (yes or dry_run):
         typed = click.prompt(
@@ -470,8 +471,8 @@ def destroy_cmd(vars_path: Path, dry_run: bool, yes: bool, delete_data: bool) ->
             show_default=False,
         )
         if typed.strip() != settings["project_id"]:
-            _fail("not confirmed: nothing was destroyed")
-    _guard(deploy.destroy, settings, _runner(dry_run), delete_data)
+            raise deploy.DeployError("not confirmed: nothing was destroyed")
+    deploy.destroy(settings, runner, delete_data)
 
 
 @cli.command("cost")

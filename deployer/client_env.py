@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from deployer import local as local_server
+from deployer.errors import DeployerError
 from deployer.mlflow_auth import (
     AUTH_NAME,
+    ENV_AUDIENCE,
     ENV_SERVICE_ACCOUNT,
     MULTIPART_THRESHOLD_BYTES,
+    settings_from_env,
 )
+from deployer.tokens import MintedToken, TokenMinter, audience_for
 
 _SERVICE_ACCOUNT = re.compile(
     r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9.-]+\.iam\.gserviceaccount\.com$"
 )
 
 
-class ClientEnvError(ValueError):
+class ClientEnvError(DeployerError, ValueError):
     pass
 
 
@@ -64,3 +69,50 @@ def deployed_outputs(environment: str | None = None, root: Path | None = None) -
             "--url and --service-account"
         )
     return json.loads(found[0].read_text())
+
+
+def token_environment(
+    environ: Mapping[str, str],
+    audience: str | None = None,
+    impersonate: str | None = None,
+    environment: str | None = None,
+    root: Path | None = None,
+) -> dict[str, str]:
+    """The plugin's environment for `deployer token`: flags first, then the environment, then
+    the outputs `deployer deploy` cached (when nothing else names a server)."""
+    env = dict(environ)
+    wants_outputs = environment or not env.get("MLFLOW_TRACKING_URI")
+    if not audience and not env.get(ENV_AUDIENCE) and wants_outputs:
+        try:
+            outputs = deployed_outputs(environment, root)
+        except ClientEnvError:
+            outputs = {}
+        if outputs:
+            env[ENV_AUDIENCE] = outputs["client_audience"]
+            env.setdefault(ENV_SERVICE_ACCOUNT, outputs["client_service_account"])
+    if audience:
+        env[ENV_AUDIENCE] = audience_for(audience)
+    if impersonate:
+        env[ENV_SERVICE_ACCOUNT] = impersonate
+    if not env.get(ENV_AUDIENCE) and not env.get("MLFLOW_TRACKING_URI"):
+        raise ClientEnvError(
+            "no server to mint a token for: pass --audience https://…run.app or set "
+            "MLFLOW_TRACKING_URI (`deployer env` prints it)"
+        )
+    return env
+
+
+def mint_token(env: Mapping[str, str], lifetime: int) -> tuple[MintedToken, str]:
+    """A token for the server `env` names, and the audience it was minted for."""
+    aud, service_account, _ = settings_from_env(env)
+    return TokenMinter(aud, service_account, lifetime).mint(), aud
+
+
+def env_lines(
+    url: str | None, service_account: str | None, environment: str | None = None
+) -> list[str]:
+    """`deployer env`'s lines: from the flags, or from a deployed environment's outputs."""
+    if url is None and service_account is None:
+        outputs = deployed_outputs(environment)
+        url, service_account = outputs["service_url"], outputs["client_service_account"]
+    return cloud_exports(url, service_account)

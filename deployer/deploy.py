@@ -15,7 +15,8 @@ from typing import Any
 
 import requests
 
-from deployer import client_env, image_build
+from deployer import client_env, db_sleep, image_build
+from deployer.errors import DeployerError
 from deployer.runner import Runner
 from deployer.stack import RESUME, PlanSummary, Stack
 from deployer.tokens import TokenError, TokenMinter
@@ -30,7 +31,7 @@ ALL_BUT_NETWORK_TARGETS = (*KEEP_DATA_TARGETS, "module.database", "module.artifa
 SERVICE_PEERING = "servicenetworking-googleapis-com"
 
 
-class DeployError(RuntimeError):
+class DeployError(DeployerError, RuntimeError):
     pass
 
 
@@ -68,6 +69,9 @@ def _plan_and_apply(
         return PlanSummary(True)
     stack.ensure_state_bucket()
     stack.init()
+    if not targets:
+        # A sleeping database refuses the apply's work on it: wake it first (db_sleep.py).
+        db_sleep.wake_for_apply(stack.runner, stack.outputs())
     what = f" ({', '.join(targets)})" if targets else ""
     echo(f"Planning{what} ...")
     summary = stack.plan(targets)
@@ -82,6 +86,29 @@ def _plan_and_apply(
     echo("Applying (Cloud SQL takes 5-10 minutes the first time) ...")
     stack.apply_plan()
     return summary
+
+
+def apply_command(
+    settings: Settings, runner: Runner, confirm: Callable[[PlanSummary], bool] | None = None
+) -> dict[str, Any] | None:
+    """`deployer apply`: the whole stack, or only the registry while the image is not built
+    (Cloud Run cannot start without it). Returns the outputs after a real apply."""
+    stack = Stack(settings, runner)
+    image = image_build.image_for(settings)
+    if not image_build.image_exists(runner, image, stack.project):
+        apply(stack, image, BOOTSTRAP_TARGETS, confirm=confirm)
+        if runner.dry_run:
+            runner.echo(
+                f"[dry-run] {image} is not built yet: apply would stop after the registry; "
+                "`deployer build` builds it (`deployer deploy` does both)"
+            )
+            return None
+        raise DeployError(
+            f"the server image {image} is not built yet; the registry is ready: run "
+            "`deployer build`, then `deployer apply` again (`deployer deploy` does all of it)"
+        )
+    apply(stack, image, confirm=confirm)
+    return None if runner.dry_run else stack.outputs()
 
 
 def ensure_iap_service_agent(stack: Stack) -> None:
@@ -224,6 +251,9 @@ def status(settings: Settings, runner: Runner, check_health: bool = True) -> lis
         f"bucket       {outputs.get('artifacts_bucket')}",
         f"database     {outputs.get('cloud_sql_connection_name')}",
     ]
+    where = db_sleep.instance_of(outputs)
+    if where is not None:
+        lines.append(f"db state     {db_sleep.state_line(db_sleep.describe(runner, *where))}")
     if outputs.get("workload_identity_provider"):
         lines.append(f"github wif   {outputs['workload_identity_provider']}")
     r = runner.run(

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import requests
 
-from deployer.server import entrypoint
-from deployer.server.settings import Env
+from deployer.errors import DeployerError
+
+# The server modules (MLflow's server, SQLAlchemy) are imported where the server starts, so the
+# client-only install (`pip install '.[client]'`) can still print `deployer env --local`.
 
 ADMIN_USERNAME = "admin"
 DEFAULT_DATA_DIR = Path(".mlflow-local")
@@ -36,7 +38,7 @@ STOP_TIMEOUT_SECONDS = 15.0
 _SECRET_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
-class LocalError(RuntimeError):
+class LocalError(DeployerError, RuntimeError):
     """A one-line, user-facing problem with the local setup (and how to fix it)."""
 
 
@@ -161,7 +163,9 @@ def prepare_data_dir(root: Path) -> LocalSetup:
     # folder behind.
     password = _read_secret(paths.admin_password)
     key = _read_secret(paths.flask_secret_key)
-    for path in (paths.secrets, paths.admin_password, paths.flask_secret_key):
+    private = (paths.root, paths.secrets, paths.admin_password, paths.flask_secret_key)
+    databases = (paths.tracking_db, paths.auth_db)
+    for path in (*private, *databases):
         if path.exists() and path.stat().st_mode & 0o077:
             path.chmod(0o700 if path.is_dir() else 0o600)
     password = password or _create_secret(paths.admin_password, 24)
@@ -190,6 +194,8 @@ def server_env(
     setup: LocalSetup, host: str, port: int, allowed_hosts: str | None = None
 ) -> dict[str, str]:
     """The environment for the shared entrypoint, exactly as a container would get it."""
+    from deployer.server.settings import Env
+
     paths = setup.paths
     # Start from the caller's environment minus anything that would point the server elsewhere.
     server_names = {e.value for e in Env}
@@ -258,9 +264,51 @@ def stop(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return proc.returncode
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def watch(parent: int, server_group: int, interval: float = 0.25) -> None:
+    """The watchdog's body: when `deployer local` (parent) is gone, however it went (SIGKILL
+    included), take the server's process group down, gracefully first.
+
+    A dead parent shows as a changed parent pid (the orphan is re-parented to init or a
+    subreaper), on any POSIX system, within `interval` seconds.
+    """
+    while os.getppid() == parent and _group_alive(server_group):
+        time.sleep(interval)
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server_group, signum)
+        while _group_alive(server_group) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        deadline = time.monotonic() + 5
+
+
+def start_watchdog(server: subprocess.Popen) -> subprocess.Popen:
+    """A small process, in its own session (terminal signals do not reach it), that stops the
+    server if this process dies without doing so itself."""
+    code = f"from deployer.local import watch; watch({os.getpid()}, {server.pid})"
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def start(
@@ -271,16 +319,24 @@ def start(
     echo: Callable[[str], None] = print,
 ) -> tuple[LocalSetup, subprocess.Popen, str]:
     """Prepare the folder, migrate, start the server and wait until it is healthy."""
+    from deployer.server import entrypoint
+
     check_port_free(host, port)
     setup = prepare_data_dir(data_dir)
     env = server_env(setup, host, port, allowed_hosts)
     echo(f"Preparing the tracking database in {setup.paths.root} ...")
-    code = entrypoint.migrate(env)
-    if code != 0:
-        raise LocalError("the tracking database could not be migrated; see the line above")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deployer.server", "serve"], env=env, start_new_session=True
-    )
+    # Runs, artifacts and the password database are the user's alone: everything the migration
+    # and the server create is 0600/0700 (the server inherits the umask).
+    previous_umask = os.umask(0o077)
+    try:
+        code = entrypoint.migrate(env)
+        if code != 0:
+            raise LocalError("the tracking database could not be migrated; see the line above")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deployer.server", "serve"], env=env, start_new_session=True
+        )
+    finally:
+        os.umask(previous_umask)
     url = tracking_url(host, port)
     try:
         wait_for_health(url, proc, HEALTH_TIMEOUT_SECONDS)
@@ -309,8 +365,54 @@ def banner(setup: LocalSetup, url: str, host: str) -> str:
         lines.append(f"UI login: {ADMIN_USERNAME}, password in {setup.paths.admin_password}")
     lines += ["", "To log to it from another shell, paste:"]
     lines += [f"  {line}" for line in client_exports(setup.paths, url)]
+    example = Path("examples") / "track_experiment.py"
+    if example.exists():  # started from a checkout (make local): the README's example
+        python = (
+            os.path.relpath(sys.executable)
+            if Path(sys.prefix).is_relative_to(Path.cwd())
+            else sys.executable
+        )
+        lines.append(f"  {python} {example}")
     lines += ["", "Press Ctrl-C to stop; your runs stay in the data folder.", ""]
     return "\n".join(lines)
+
+
+def wait_while_parent_lives(proc: subprocess.Popen, interval: float = 0.5) -> int | None:
+    """The server's exit code, or None as soon as our own parent (make, a shell) is gone: an
+    orphaned `deployer local` would keep a server nobody can stop with Ctrl-C any more."""
+    parent = os.getppid()
+    while True:
+        try:
+            return proc.wait(timeout=interval)
+        except subprocess.TimeoutExpired:
+            if os.getppid() != parent:
+                return None
+
+
+def _quiet(echo: Callable[[str], None]) -> Callable[[str], None]:
+    """echo that survives a closed stdout (`| tee` whose tee died with Ctrl-C): stopping the
+    server must never fail because a message could not be printed."""
+
+    def safe(text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            echo(text)
+
+    return safe
+
+
+@contextlib.contextmanager
+def _stop_signals():
+    """SIGTERM and SIGHUP (terminal closed) stop the server like Ctrl-C does."""
+
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run(
@@ -320,22 +422,29 @@ def run(
     allowed_hosts: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> int:
-    """Start the server and keep it running until Ctrl-C or SIGTERM, then stop it cleanly."""
-    setup, proc, url = start(data_dir, host, port, allowed_hosts, echo)
-    echo(banner(setup, url, host))
+    """Start the server and keep it running until Ctrl-C, SIGTERM or SIGHUP, then stop it.
 
-    def _terminate(signum, _frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        code = proc.wait()
-        echo(f"The server stopped by itself (exit code {code}).")
-        return code or 1
-    except KeyboardInterrupt:
-        echo("Stopping the server ...")
-        stop(proc)
-        echo("Stopped. Data kept in " + str(setup.paths.root))
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    The server always goes down with this process: on those signals, when printing fails
+    (a closed pipe), when the process that started this one dies, and - through the watchdog -
+    when this process is killed outright.
+    """
+    echo = _quiet(echo)
+    with _stop_signals():
+        setup, proc, url = start(data_dir, host, port, allowed_hosts, echo)
+        watchdog = start_watchdog(proc)
+        try:
+            echo(banner(setup, url, host))
+            code = wait_while_parent_lives(proc)
+            if code is None:
+                echo("The process that started deployer local is gone: stopping the server ...")
+                return 0
+            echo(f"The server stopped by itself (exit code {code}).")
+            return code or 1
+        except KeyboardInterrupt:
+            echo("Stopping the server ...")
+            return 0
+        finally:
+            stop(proc)
+            watchdog.kill()
+            watchdog.wait()
+            echo("Stopped. Data kept in " + str(setup.paths.root))

@@ -5,11 +5,19 @@ MLflow uses it when `MLFLOW_TRACKING_AUTH=deployer-iap`; it calls `get_auth()` o
 so the token lives in a per-process cache (`deployer.tokens.TokenCache`): minted once, shared by
 all threads, refreshed before it expires, and re-minted once when the server answers 401.
 
+Whose identity: after `deployer login`, the person's own (an ID token for the allowlisted OAuth
+client, see `deployer.user_login`), so runs show their email; otherwise the shared client
+service account (CI, groups, people who have not logged in).
+
 Settings (`deployer env` prints them for a deployed stack):
     MLFLOW_TRACKING_URI          the service URL
     MLFLOW_IAP_SERVICE_ACCOUNT   the client service account to sign as (mlflow-log-pusher@…)
     MLFLOW_IAP_AUDIENCE          optional; defaults to the service URL with any path
     MLFLOW_IAP_TOKEN_LIFETIME    optional; seconds, at most 3600
+    MLFLOW_IAP_IDENTITY          auto (default: your login if any, else the service account),
+                                 personal (require `deployer login`) or service-account
+    MLFLOW_WAKE_MAX_WAIT_SECONDS optional; how long to wait out a sleeping database's wake
+                                 (503 + Retry-After), default 300
 """
 
 from __future__ import annotations
@@ -23,16 +31,19 @@ import requests
 from mlflow.tracking.request_auth.abstract_request_auth_provider import RequestAuthProvider
 from requests.utils import rewind_body
 
+from deployer import retry_after, user_login
 from deployer.tokens import MAX_LIFETIME_SECONDS, TokenCache, TokenError, TokenMinter, audience_for
 
 AUTH_NAME = "deployer-iap"
 ENV_SERVICE_ACCOUNT = "MLFLOW_IAP_SERVICE_ACCOUNT"
 ENV_AUDIENCE = "MLFLOW_IAP_AUDIENCE"
 ENV_LIFETIME = "MLFLOW_IAP_TOKEN_LIFETIME"
+ENV_IDENTITY = "MLFLOW_IAP_IDENTITY"
+IDENTITIES = ("auto", "personal", "service-account")
 # Files at least this big go up in parts straight to GCS (Cloud Run caps bodies at 32 MiB).
 MULTIPART_THRESHOLD_BYTES = 16 * 1024 * 1024
 
-_caches: dict[tuple[str, str | None, int], TokenCache] = {}
+_caches: dict[tuple[str, ...], TokenCache] = {}
 _caches_lock = threading.Lock()
 
 
@@ -54,23 +65,59 @@ def settings_from_env(env: Mapping[str, str]) -> tuple[str, str | None, int]:
     return audience, env.get(ENV_SERVICE_ACCOUNT) or None, lifetime
 
 
+def personal_login(env: Mapping[str, str]) -> user_login.StoredLogin | None:
+    """The person's stored login when this environment should use it, else None."""
+    choice = (env.get(ENV_IDENTITY) or "auto").strip().lower()
+    if choice not in IDENTITIES:
+        raise TokenError(f"{ENV_IDENTITY}={choice!r} is not one of {', '.join(IDENTITIES)}")
+    if choice == "service-account":
+        return None
+    path = user_login.login_path(env)
+    stored = user_login.load(path)
+    wanted_client = env.get(user_login.ENV_CLIENT_ID)
+    if stored is not None and wanted_client and stored.client_id != wanted_client:
+        stored = None  # a login for another deployment's OAuth client
+    if stored is None and choice == "personal":
+        raise TokenError(
+            f"{ENV_IDENTITY}=personal but you have not signed in: run `deployer login` "
+            f"(it keeps your sign-in in {path})"
+        )
+    return stored
+
+
 def cache_for(env: Mapping[str, str] | None = None) -> TokenCache:
-    key = settings_from_env(os.environ if env is None else env)
+    env = os.environ if env is None else env
+    stored = personal_login(env)
+    if stored is not None:
+        key: tuple[str, ...] = ("personal", stored.client_id, stored.refresh_token)
+        with _caches_lock:
+            if key not in _caches:
+                _caches[key] = TokenCache(user_login.PersonalTokenMinter(stored))  # type: ignore[arg-type]
+            return _caches[key]
+    audience, service_account, lifetime = settings_from_env(env)
+    key = ("service-account", audience, service_account or "", str(lifetime))
     with _caches_lock:
         if key not in _caches:
-            _caches[key] = TokenCache(TokenMinter(key[0], key[1], key[2]))
+            _caches[key] = TokenCache(TokenMinter(audience, service_account, lifetime))
         return _caches[key]
 
 
 class IapBearerAuth(requests.auth.AuthBase):
-    """Adds `Authorization: Bearer <token>`; on a 401, re-mints once and resends."""
+    """Adds `Authorization: Bearer <token>`; on a 401, re-mints once and resends; on 503 +
+    Retry-After (the server waking its sleeping database), waits and resends within a budget
+    (`deployer.retry_after`, MLFLOW_WAKE_MAX_WAIT_SECONDS)."""
 
-    def __init__(self, cache: TokenCache) -> None:
+    def __init__(
+        self, cache: TokenCache, wake_wait: retry_after.RetryAfterHook | None = None
+    ) -> None:
         self.cache = cache
+        self.wake_wait = wake_wait
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self.cache.get()}"
         request.register_hook("response", self._retry_once_on_401)
+        if self.wake_wait is not None:
+            request.register_hook("response", self.wake_wait)
         return request
 
     def _retry_once_on_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
@@ -100,4 +147,8 @@ class IapAuthProvider(RequestAuthProvider):
         os.environ.setdefault(
             "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE", str(MULTIPART_THRESHOLD_BYTES)
         )
-        return IapBearerAuth(cache_for())
+        try:
+            wake_wait = retry_after.RetryAfterHook.from_env()
+        except ValueError as e:
+            raise TokenError(str(e)) from None
+        return IapBearerAuth(cache_for(), wake_wait)

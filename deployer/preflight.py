@@ -1,14 +1,29 @@
-"""`deployer check`: everything a deploy needs, one line per check, with the fix on failure."""
+"""`deployer check`: everything a deploy needs, one line per check, with the fix on failure.
+
+Each check is a small function of one `Probe` (the settings, a quiet runner and what earlier
+checks found); `run_checks` runs them in order and stops where later ones cannot mean anything.
+`access_problems` is the short version the dry runs and `status`/`destroy` use first, so they
+say what they could not check before they say what they would do.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from deployer import vars as vars_file
 from deployer.runner import Runner, ToolError
-from deployer.stack import TERRAFORM_MIN_VERSION, terraform_dir, terraform_version
+from deployer.stack import (
+    TERRAFORM_MIN_VERSION,
+    foreign_bucket_message,
+    state_bucket_owner,
+    terraform_dir,
+    terraform_version,
+)
 from deployer.vars import Settings
+
+ADC_LOGIN = "gcloud auth application-default login"
 
 
 def required_apis() -> list[str]:
@@ -30,157 +45,206 @@ class CheckResult:
     ok: bool
     detail: str
     fix: str = ""
+    warning: bool = False
 
     def line(self) -> str:
-        mark = "ok  " if self.ok else "FAIL"
+        mark = ("warn" if self.warning else "ok  ") if self.ok else "FAIL"
         return f"{mark} {self.name}: {self.detail}" + ("" if self.ok else f" -> {self.fix}")
 
 
-def _check(name: str, fn: Callable[[], tuple[bool, str, str]]) -> CheckResult:
+@dataclass
+class Probe:
+    """What the checks share: the settings, a quiet runner, and what was found so far."""
+
+    settings: Settings
+    runner: Runner
+    account: str = ""
+    project_number: str = ""
+    found: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def project(self) -> str:
+        return self.settings["project_id"]
+
+    def gcloud(self, *args: str, step: str, ok_codes: tuple[int, ...] = (0, 1)):
+        return self.runner.run(["gcloud", *args, "--format=json"], step=step, ok_codes=ok_codes)
+
+
+Check = Callable[[Probe], CheckResult]
+
+
+def check_gcloud(p: Probe) -> CheckResult:
+    r = p.runner.run(["gcloud", "version", "--format=json"], step="gcloud version")
+    return CheckResult("gcloud", True, f"gcloud {(r.json() or {}).get('Google Cloud SDK', '?')}")
+
+
+def check_terraform(p: Probe) -> CheckResult:
+    version = terraform_version(p.runner)
+    wanted = ".".join(map(str, TERRAFORM_MIN_VERSION))
+    return CheckResult(
+        "terraform",
+        version >= TERRAFORM_MIN_VERSION,
+        f"terraform {'.'.join(map(str, version))}",
+        f"upgrade Terraform to {wanted} or newer",
+    )
+
+
+def check_credentials(p: Probe) -> CheckResult:
+    r = p.gcloud("auth", "list", "--filter=status:ACTIVE", step="gcloud auth list", ok_codes=(0,))
+    active = [a["account"] for a in r.json() or [] if a.get("status") == "ACTIVE"]
+    if not active:
+        return CheckResult(
+            "credentials",
+            False,
+            "not logged in to Google Cloud",
+            f"run `gcloud auth login` and `{ADC_LOGIN}`",
+        )
+    p.account = active[0]
+    adc = p.runner.run(
+        ["gcloud", "auth", "application-default", "print-access-token"],
+        step="application-default credentials",
+        ok_codes=(0, 1),
+    )
+    if adc.returncode != 0:
+        return CheckResult(
+            "credentials",
+            False,
+            f"signed in as {active[0]}, but no application-default credentials",
+            f"run `{ADC_LOGIN}` (Terraform uses them)",
+        )
+    return CheckResult("credentials", True, f"signed in as {active[0]}")
+
+
+def check_project(p: Probe) -> CheckResult:
+    r = p.gcloud("projects", "describe", p.project, step="gcloud projects describe")
+    if r.returncode != 0:
+        return CheckResult(
+            "project",
+            False,
+            f"project {p.project} not found or not visible to you",
+            "check project_id in the vars file (the ID, not the name), or ask for access",
+        )
+    doc = r.json() or {}
+    state = doc.get("lifecycleState", "?")
+    p.project_number = str(doc.get("projectNumber", ""))
+    return CheckResult(
+        "project",
+        state == "ACTIVE",
+        f"{p.project} (number {p.project_number}) is {state}",
+        "restore the project or pick another",
+    )
+
+
+def check_billing(p: Probe) -> CheckResult:
+    r = p.gcloud("billing", "projects", "describe", p.project, step="gcloud billing")
+    enabled = r.returncode == 0 and bool((r.json() or {}).get("billingEnabled"))
+    return CheckResult(
+        "billing",
+        enabled,
+        "billing enabled" if enabled else "billing is not enabled",
+        f"link a billing account: gcloud billing projects link {p.project} --billing-account=ID",
+    )
+
+
+def check_roles(p: Probe) -> CheckResult:
+    fix = f"ask an owner for roles/owner on {p.project} (or editor + projectIamAdmin + iap.admin)"
+    r = p.gcloud("projects", "get-iam-policy", p.project, step="gcloud projects get-iam-policy")
+    if r.returncode != 0:
+        return CheckResult("permissions", False, "cannot read the project's IAM policy", fix)
+    me = {f"user:{p.account}", f"serviceAccount:{p.account}"}
+    bindings = (r.json() or {}).get("bindings", [])
+    held = {b["role"] for b in bindings if me & set(b.get("members", []))}
+    ok = any(needed <= held for needed in SUFFICIENT_ROLES)
+    shown = ", ".join(sorted(held)) or "none directly (groups are not resolved)"
+    return CheckResult("permissions", ok, f"your roles: {shown}", fix)
+
+
+def check_apis(p: Probe) -> CheckResult:
+    r = p.gcloud("services", "list", "--enabled", "--project", p.project, step="services list")
+    services = r.json() or [] if r.returncode == 0 else []
+    enabled = {s.get("config", {}).get("name") for s in services}
+    missing = [a for a in required_apis() if a not in enabled]
+    detail = f"{len(missing)} will be enabled by apply: {', '.join(missing)}" if missing else ""
+    return CheckResult("APIs", True, detail or "all enabled")
+
+
+def check_state_bucket(p: Probe) -> CheckResult:
+    bucket = p.settings["state_bucket"]
+    owner = state_bucket_owner(p.runner, bucket)
+    if owner is None:
+        return CheckResult("state bucket", True, f"gs://{bucket} will be created by deploy")
+    if p.project_number and owner and owner != p.project_number:
+        message = foreign_bucket_message(bucket, owner, p.project, p.project_number)
+        problem, _, fix = message.partition(": ")
+        return CheckResult("state bucket", False, problem, fix)
+    return CheckResult("state bucket", True, f"gs://{bucket} exists in {p.project}")
+
+
+def organisation_domain(p: Probe) -> str | None:
+    r = p.gcloud("projects", "get-ancestors", p.project, step="gcloud projects get-ancestors")
+    orgs = [a["id"] for a in (r.json() or []) if a.get("type") == "organization"]
+    if r.returncode != 0 or not orgs:
+        return None
+    org = p.gcloud("organizations", "describe", orgs[0], step="gcloud organizations describe")
+    return (org.json() or {}).get("displayName") if org.returncode == 0 else None
+
+
+def check_members(p: Probe) -> CheckResult:
+    """IAP's Google-managed OAuth client admits only identities of the project's organisation."""
+    domain = organisation_domain(p)
+    if domain is None:
+        return CheckResult(
+            "members",
+            True,
+            f"no organisation found above {p.project} (or you cannot see it): IAP's "
+            "Google-managed OAuth client admits only members of the project's organisation; "
+            "see README, 'Members outside your organisation'",
+            warning=True,
+        )
+    warning = vars_file.outside_organisation_warning(p.settings["web_app_users"], domain)
+    if warning:
+        return CheckResult("members", True, warning, warning=True)
+    return CheckResult("members", True, f"every member is in the organisation ({domain})")
+
+
+def _run(p: Probe, check: Check, name: str) -> CheckResult:
     try:
-        ok, detail, fix = fn()
+        return check(p)
     except ToolError as e:
         return CheckResult(name, False, str(e), "see the message")
-    return CheckResult(name, ok, detail, fix)
+
+
+# (name, check, stop here when it fails: later checks would only repeat the failure)
+CHECKS: tuple[tuple[str, Check, bool], ...] = (
+    ("gcloud", check_gcloud, False),
+    ("terraform", check_terraform, False),
+    ("credentials", check_credentials, True),
+    ("project", check_project, True),
+    ("billing", check_billing, False),
+    ("permissions", check_roles, False),
+    ("APIs", check_apis, False),
+    ("state bucket", check_state_bucket, False),
+    ("members", check_members, False),
+)
 
 
 def run_checks(settings: Settings, runner: Runner) -> list[CheckResult]:
-    project = settings["project_id"]
-    results: list[CheckResult] = []
     quiet = Runner(dry_run=runner.dry_run, echo=lambda _: None, env=runner.env)
-
-    def gcloud_present() -> tuple[bool, str, str]:
-        r = quiet.run(["gcloud", "version", "--format=json"], step="gcloud version")
-        version = (r.json() or {}).get("Google Cloud SDK", "?")
-        return True, f"gcloud {version}", ""
-
-    def terraform_present() -> tuple[bool, str, str]:
-        version = terraform_version(quiet)
-        wanted = ".".join(map(str, TERRAFORM_MIN_VERSION))
-        ok = version >= TERRAFORM_MIN_VERSION
-        return (
-            ok,
-            f"terraform {'.'.join(map(str, version))}",
-            f"upgrade Terraform to {wanted} or newer",
-        )
-
-    results.append(_check("gcloud", gcloud_present))
-    results.append(_check("terraform", terraform_present))
-    if not results[0].ok:
-        return results
-
-    account: dict[str, str] = {}
-
-    def credentials() -> tuple[bool, str, str]:
-        r = quiet.run(
-            ["gcloud", "auth", "list", "--filter=status:ACTIVE", "--format=json"],
-            step="gcloud auth list",
-        )
-        active = [a["account"] for a in r.json() or [] if a.get("status") == "ACTIVE"]
-        if not active:
-            return False, "no active gcloud account", "run `gcloud auth login`"
-        account["email"] = active[0]
-        adc = quiet.run(
-            ["gcloud", "auth", "application-default", "print-access-token"],
-            step="application-default credentials",
-            ok_codes=(0, 1),
-        )
-        if adc.returncode != 0:
-            return (
-                False,
-                f"signed in as {active[0]}, but no application-default credentials",
-                "run `gcloud auth application-default login` (Terraform uses them)",
-            )
-        return True, f"signed in as {active[0]}", ""
-
-    def project_reachable() -> tuple[bool, str, str]:
-        r = quiet.run(
-            ["gcloud", "projects", "describe", project, "--format=json"],
-            step="gcloud projects describe",
-            ok_codes=(0, 1),
-        )
-        if r.returncode != 0:
-            return (
-                False,
-                f"project {project} not found or not visible to you",
-                "check project_id in the vars file (the ID, not the name), or ask for access",
-            )
-        doc = r.json()
-        state = doc.get("lifecycleState", "?")
-        account["number"] = str(doc.get("projectNumber", ""))
-        return (
-            state == "ACTIVE",
-            f"{project} (number {account['number']}) is {state}",
-            "restore the project or pick another",
-        )
-
-    def billing() -> tuple[bool, str, str]:
-        r = quiet.run(
-            ["gcloud", "billing", "projects", "describe", project, "--format=json"],
-            step="gcloud billing projects describe",
-            ok_codes=(0, 1),
-        )
-        enabled = r.returncode == 0 and bool((r.json() or {}).get("billingEnabled"))
-        return (
-            enabled,
-            "billing enabled" if enabled else "billing is not enabled",
-            f"link a billing account: gcloud billing projects link {project} --billing-account=ID",
-        )
-
-    def roles() -> tuple[bool, str, str]:
-        r = quiet.run(
-            ["gcloud", "projects", "get-iam-policy", project, "--format=json"],
-            step="gcloud projects get-iam-policy",
-            ok_codes=(0, 1),
-        )
-        if r.returncode != 0:
-            return (
-                False,
-                "cannot read the project's IAM policy",
-                "you need roles/owner (or editor + project IAM admin + IAP admin)",
-            )
-        me = {f"user:{account.get('email')}", f"serviceAccount:{account.get('email')}"}
-        held = {
-            b["role"]
-            for b in (r.json() or {}).get("bindings", [])
-            if me & set(b.get("members", []))
-        }
-        ok = any(needed <= held for needed in SUFFICIENT_ROLES)
-        shown = ", ".join(sorted(held)) or "none directly (groups are not resolved)"
-        return (
-            ok,
-            f"your roles: {shown}",
-            f"ask an owner for roles/owner on {project} (or editor + projectIamAdmin + iap.admin)",
-        )
-
-    def apis() -> tuple[bool, str, str]:
-        r = quiet.run(
-            ["gcloud", "services", "list", "--enabled", "--project", project, "--format=json"],
-            step="gcloud services list",
-            ok_codes=(0, 1),
-        )
-        enabled = (
-            {s.get("config", {}).get("name") for s in (r.json() or [])}
-            if r.returncode == 0
-            else set()
-        )
-        missing = [a for a in required_apis() if a not in enabled]
-        detail = (
-            "all enabled"
-            if not missing
-            else f"{len(missing)} will be enabled by apply: {', '.join(missing)}"
-        )
-        return True, detail, ""
-
-    for name, fn in (
-        ("credentials", credentials),
-        ("project", project_reachable),
-        ("billing", billing),
-        ("permissions", roles),
-        ("APIs", apis),
-    ):
-        result = _check(name, fn)
+    probe = Probe(settings, quiet)
+    results: list[CheckResult] = []
+    for name, check, stop in CHECKS:
+        result = _run(probe, check, name)
         results.append(result)
-        if name in ("credentials", "project") and not result.ok:
+        if not result.ok and (stop or name == "gcloud"):
             break
     return results
+
+
+def access_problems(settings: Settings, runner: Runner) -> list[CheckResult]:
+    """Credentials and project, checked quietly: what a command could not check, if anything."""
+    probe = Probe(settings, Runner(dry_run=runner.dry_run, echo=lambda _: None, env=runner.env))
+    for name, check in (("credentials", check_credentials), ("project", check_project)):
+        result = _run(probe, check, name)
+        if not result.ok:
+            return [result]
+    return []

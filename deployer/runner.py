@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deployer.errors import DeployerError
+
 INSTALL_HINTS = {
     "gcloud": "install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install)",
     "terraform": "install Terraform 1.9 or newer (https://developer.hashicorp.com/terraform/install)",
@@ -26,7 +28,7 @@ INSTALL_HINTS = {
 }
 
 
-class ToolError(RuntimeError):
+class ToolError(DeployerError, RuntimeError):
     """An external tool is missing or failed; the message says what to do next."""
 
 
@@ -36,7 +38,6 @@ class Result:
     returncode: int
     stdout: str = ""
     stderr: str = ""
-    skipped: bool = False
 
     def json(self) -> Any:
         try:
@@ -80,32 +81,13 @@ class Runner:
         self.log.append(argv)
         if mutating and self.dry_run:
             self.echo(f"[dry-run] would run: {shown}")
-            return Result(argv, 0, skipped=True)
+            return Result(argv, 0)
         self.echo(f"$ {shown}")
         env = dict(self.env or os.environ)
         env.update(extra_env or {})
         started = time.monotonic()
         if stream:
-            proc = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                stdin=subprocess.PIPE if input_text else subprocess.DEVNULL,
-            )
-            if input_text:
-                assert proc.stdin is not None
-                proc.stdin.write(input_text)
-                proc.stdin.close()
-            lines: list[str] = []
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                lines.append(line)
-                self.echo(f"  | {line.rstrip()}")
-            code = proc.wait()
-            result = Result(argv, code, "".join(lines), "")
+            result = self._stream(argv, cwd, env, input_text)
         else:
             done = subprocess.run(
                 argv,
@@ -118,14 +100,40 @@ class Runner:
             )
             result = Result(argv, done.returncode, done.stdout, done.stderr)
         if result.returncode not in ok_codes:
-            tail = [
-                ln for ln in (result.stderr or result.stdout).strip().splitlines() if ln.strip()
-            ]
-            errors = [ln.strip() for ln in tail if "rror" in ln] or [ln.strip() for ln in tail[-3:]]
-            detail = " / ".join(errors[-3:])[:600]
-            raise ToolError(
-                f"{step} failed ({argv[0]} exited {result.returncode}"
-                f" after {time.monotonic() - started:.0f} s): {detail or 'no output'}"
-                + (f". {fix}" if fix else "")
-            )
+            raise ToolError(_failure(step, result, time.monotonic() - started, fix))
         return result
+
+    def _stream(
+        self, argv: list[str], cwd: Path | None, env: dict[str, str], input_text: str | None
+    ) -> Result:
+        """Run with its output echoed line by line as it comes (long steps show progress)."""
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            stdin=subprocess.PIPE if input_text else subprocess.DEVNULL,
+        )
+        if input_text:
+            assert proc.stdin is not None
+            proc.stdin.write(input_text)
+            proc.stdin.close()
+        lines: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            self.echo(f"  | {line.rstrip()}")
+        return Result(argv, proc.wait(), "".join(lines), "")
+
+
+def _failure(step: str, result: Result, seconds: float, fix: str) -> str:
+    """One line: the step, the tool's exit code, its error lines, and what to do next."""
+    tail = [ln for ln in (result.stderr or result.stdout).strip().splitlines() if ln.strip()]
+    errors = [ln.strip() for ln in tail if "rror" in ln] or [ln.strip() for ln in tail[-3:]]
+    detail = " / ".join(errors[-3:])[:600]
+    return (
+        f"{step} failed ({result.argv[0]} exited {result.returncode} after {seconds:.0f} s): "
+        f"{detail or 'no output'}" + (f". {fix}" if fix else "")
+    )

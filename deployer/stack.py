@@ -7,8 +7,11 @@ outputs, Terraform's data dir, and its own state under gs://STATE_BUCKET/mlflow/
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +66,11 @@ class Stack:
         self.settings = settings
         self.runner = runner
         self.tf_dir = terraform_dir()
+        if root is None and runner.dry_run:
+            # A dry run writes nothing here: its tfvars, plan and Terraform's data dir live in
+            # a temporary folder that goes when the command ends.
+            root = Path(tempfile.mkdtemp(prefix="deployer-dry-run-"))
+            atexit.register(shutil.rmtree, root, True)
         self.workdir = (root or Path.cwd() / ".deployer") / settings.environment
         self.tfvars_path = self.workdir / "terraform.tfvars.json"
         self.plan_path = self.workdir / "plan.tfplan"
@@ -112,28 +120,31 @@ class Stack:
 
     # ----- state bucket --------------------------------------------------------------------
     def state_bucket_exists(self) -> bool:
+        """True when the bucket exists and is this project's; another project's is refused."""
+        bucket = self.settings["state_bucket"]
+        owner = state_bucket_owner(self.runner, bucket)
+        if owner is None:
+            return False
+        number = self.project_number()
+        if owner and number and owner != number:
+            raise ToolError(foreign_bucket_message(bucket, owner, self.project, number))
+        return True
+
+    def project_number(self) -> str:
         r = self.runner.run(
-            [
-                "gcloud",
-                "storage",
-                "buckets",
-                "describe",
-                f"gs://{self.settings['state_bucket']}",
-                "--project",
-                self.project,
-                "--format=json",
-            ],
-            step="looking for the state bucket",
+            ["gcloud", "projects", "describe", self.project, "--format=json"],
+            step="reading the project's number",
             ok_codes=(0, 1),
         )
-        return r.returncode == 0
+        return str((r.json() or {}).get("projectNumber", "")) if r.returncode == 0 else ""
 
     def ensure_state_bucket(self) -> None:
         bucket = f"gs://{self.settings['state_bucket']}"
         if self.state_bucket_exists():
             self.runner.echo(f"State bucket {bucket} exists.")
             return
-        self.runner.echo(f"Creating the state bucket {bucket} (versioned) ...")
+        if not self.runner.dry_run:
+            self.runner.echo(f"Creating the state bucket {bucket} (versioned) ...")
         self.runner.run(
             [
                 "gcloud",
@@ -161,7 +172,7 @@ class Stack:
     # ----- terraform -----------------------------------------------------------------------
     def render_tfvars(self, image: str, overrides: dict[str, Any] | None = None) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        values = self.settings.tfvars(image)
+        values = self.settings.tfvars(image, owner=self.owner_email())
         # Terraform names every resource after the environment too (two can share a project).
         values["environment"] = self.settings.environment
         if "reuse_private_services_access" not in values and self.reuses_private_services():
@@ -169,6 +180,18 @@ class Stack:
         values.update(overrides or {})
         self.tfvars_path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
         return self.tfvars_path
+
+    def owner_email(self) -> str | None:
+        """The active gcloud account: the default admin when web_app_admins is empty."""
+        if self.settings["web_app_admins"]:
+            return None
+        r = self.runner.run(
+            ["gcloud", "auth", "list", "--filter=status:ACTIVE", "--format=json"],
+            step="gcloud auth list",
+            ok_codes=(0, 1),
+        )
+        accounts = [a.get("account") for a in (r.json() or []) if a.get("status") == "ACTIVE"]
+        return accounts[0] if r.returncode == 0 and accounts else None
 
     def reuses_private_services(self) -> bool:
         """Whether network_name already has private services access that is not this stack's
@@ -281,6 +304,27 @@ class Stack:
         ]
         args += [f"-target={t}" for t in targets]
         self.terraform(*args, step="terraform destroy", mutating=True, stream=True)
+
+
+def state_bucket_owner(runner: Runner, bucket: str) -> str | None:
+    """The number of the project that owns the bucket ("" if not shown), None if it does not
+    exist. (`gcloud storage buckets describe` prints `project_number`.)"""
+    r = runner.run(
+        ["gcloud", "storage", "buckets", "describe", f"gs://{bucket}", "--format=json"],
+        step="looking for the state bucket",
+        ok_codes=(0, 1),
+    )
+    if r.returncode != 0:
+        return None
+    return str((r.json() or {}).get("project_number", ""))
+
+
+def foreign_bucket_message(bucket: str, owner: str, project: str, number: str) -> str:
+    return (
+        f"state bucket gs://{bucket} belongs to another project (number {owner}), not "
+        f"{project} ({number}): pick another state_bucket name in the vars file (names are "
+        "global), so Terraform's state is never written to someone else's bucket"
+    )
 
 
 def terraform_version(runner: Runner) -> tuple[int, int, int]:

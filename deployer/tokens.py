@@ -34,6 +34,7 @@ from google.auth.transport.requests import AuthorizedSession, Request
 from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
 
+from deployer.errors import DeployerError
 from deployer.google_iam import IamCredentialsClient, IamError
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -41,7 +42,7 @@ MAX_LIFETIME_SECONDS = 3600  # IAP refuses service-account JWTs that live longer
 ADC_LOGIN = "gcloud auth application-default login"
 
 
-class TokenError(RuntimeError):
+class TokenError(DeployerError, RuntimeError):
     """One line: what is missing, and the command or role that fixes it."""
 
 

@@ -22,7 +22,11 @@ locals {
     connector       = "${local.name_19}-conn"       # connector names: at most 25
     repository      = local.name
     secret          = "${local.name}-db-password"
+    sleeper_account = "${local.name_19}-sleeper"
   }
+  # The server touches this object (in the artifacts bucket, outside MLflow's artifacts/ root)
+  # with the time of its last request; the sleeper job reads it.
+  last_request_object = "_deployer/last-request"
   # Bucket names are global and at most 63 characters.
   bucket_name = var.artifacts_bucket_name != "" ? var.artifacts_bucket_name : "${var.project_id}-${local.name_19}-artifacts"
 }
@@ -105,22 +109,44 @@ module "service" {
     password_secret_version = module.database.password_secret_version
     max_connections         = module.database.max_connections
   }
-  bucket_name          = module.artifacts.name
-  vpc_egress           = var.vpc_egress
-  connector_id         = module.network.connector_id
-  network_name         = module.network.network_name
-  subnetwork           = module.network.subnetwork
-  min_instances        = var.min_instances
-  max_instances        = var.max_instances
-  workers              = var.server_workers
-  threads              = var.server_threads
-  reserved_connections = var.db_reserved_connections
-  cpu                  = var.cpu
-  memory               = var.memory
-  custom_domain        = var.custom_domain
-  web_app_admins       = var.web_app_admins
-  labels               = local.labels
-  depends_on           = [module.apis]
+  bucket_name              = module.artifacts.name
+  vpc_egress               = var.vpc_egress
+  connector_id             = module.network.connector_id
+  network_name             = module.network.network_name
+  subnetwork               = module.network.subnetwork
+  min_instances            = var.min_instances
+  max_instances            = var.max_instances
+  workers                  = var.server_workers
+  threads                  = var.server_threads
+  reserved_connections     = var.db_reserved_connections
+  cpu                      = var.cpu
+  memory                   = var.memory
+  custom_domain            = var.custom_domain
+  web_app_admins           = var.web_app_admins
+  iap_programmatic_clients = var.iap_programmatic_clients
+  db_sleep_after_minutes   = var.db_sleep_after_minutes
+  last_request_object      = local.last_request_object
+  labels                   = local.labels
+  depends_on               = [module.apis]
+}
+
+# The database that sleeps: only when db_sleep_after_minutes is not 0.
+module "sleep" {
+  source                  = "./modules/sleep"
+  count                   = var.db_sleep_after_minutes > 0 ? 1 : 0
+  project_id              = var.project_id
+  region                  = var.region
+  name_prefix             = local.name
+  sleeper_account_id      = local.ids.sleeper_account
+  instance_name           = module.database.instance_name
+  connection_name         = module.database.connection_name
+  sleep_after_minutes     = var.db_sleep_after_minutes
+  image                   = var.image
+  bucket_name             = module.artifacts.name
+  last_request_object     = local.last_request_object
+  runtime_service_account = module.service.runtime_service_account
+  labels                  = local.labels
+  depends_on              = [module.apis]
 }
 
 module "access" {

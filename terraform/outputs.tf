@@ -78,3 +78,8 @@ output "resource_names" {
     network = module.network.network_name
   })
 }
+
+output "sleeper_job_name" {
+  description = "The Cloud Run job that stops the idle database (null when db_sleep_after_minutes = 0)."
+  value       = var.db_sleep_after_minutes > 0 ? module.sleep[0].job_name : null
+}

@@ -66,8 +66,18 @@ variable "web_app_admins" {
   description = "MLflow administrators: user:EMAIL or serviceAccount:EMAIL, passed to the server as ADMIN_EMAILS. Empty: the deployer decides (the deploying owner)."
   default     = []
   validation {
-    condition     = alltrue([for m in var.web_app_admins : can(regex("^(user|serviceAccount):[^@\\s]+@[^@\\s]+\\.[a-z]{2,}$", m))])
-    error_message = "Each admin must be user:EMAIL or serviceAccount:EMAIL."
+    condition     = alltrue([for m in var.web_app_admins : can(regex("^(user|serviceAccount):[^@\\s:,]+@[^@\\s:,]+\\.[a-z]{2,}$", m))])
+    error_message = "Each admin must be user:EMAIL or serviceAccount:EMAIL (no commas: the server reads them as one comma-separated ADMIN_EMAILS)."
+  }
+}
+
+variable "iap_programmatic_clients" {
+  type        = list(string)
+  description = "Desktop OAuth client IDs allowlisted for programmatic access, so `deployer login` gives runs from code the researcher's own email. Empty: code runs as the client service account."
+  default     = []
+  validation {
+    condition     = alltrue([for c in var.iap_programmatic_clients : can(regex("^[0-9]+-[a-z0-9]+\\.apps\\.googleusercontent\\.com$", c))])
+    error_message = "Each programmatic client must be an OAuth client ID such as 1234-abcd.apps.googleusercontent.com."
   }
 }
 
@@ -178,6 +188,21 @@ variable "db_reserved_connections" {
   validation {
     condition     = var.db_reserved_connections >= 3 && var.db_reserved_connections <= 100
     error_message = "db_reserved_connections must be between 3 and 100."
+  }
+}
+
+# The database sleeps by default, after an hour without a request. The teams this is for use the
+# tracker in bursts and leave it idle nights, weekends and between projects: an hour keeps it
+# awake through a working session with breaks (a meeting, lunch) and still stops it for the
+# ~2/3 of a month nobody uses it, which is most of the idle bill. Waking costs the first request
+# of a session a wait of about a minute, which clients ride out (503 + Retry-After). 0 = never.
+variable "db_sleep_after_minutes" {
+  type        = number
+  description = "Stop the Cloud SQL instance after this many minutes without a request (the next request starts it again, answering 503 + Retry-After for about a minute until it is up). 0 = never stop it."
+  default     = 60
+  validation {
+    condition     = var.db_sleep_after_minutes == 0 || (var.db_sleep_after_minutes >= 15 && var.db_sleep_after_minutes <= 10080)
+    error_message = "db_sleep_after_minutes must be 0 (never) or between 15 and 10080 (a week): shorter idle times would stop and start the database within a working session."
   }
 }
 

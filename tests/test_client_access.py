@@ -15,8 +15,9 @@ import requests
 import yaml
 from mlflow import MlflowClient
 
-from deployer import jose, mlflow_auth, tokens
+from deployer import jose, mlflow_auth, tokens, user_login
 from tests.conftest import REPO, console_script
+from tests.support import jws
 from tests.support.cloud_server import migrate_and_serve, running_stack
 from tests.support.google_endpoints.sitecustomize import point_google_auth_at
 from tests.support.google_fakes import WIF_AUDIENCE, GoogleFakes
@@ -198,6 +199,7 @@ def plugin_env(world, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", proxy.url)
     monkeypatch.setenv("MLFLOW_TRACKING_AUTH", mlflow_auth.AUTH_NAME)
     monkeypatch.setenv(mlflow_auth.ENV_SERVICE_ACCOUNT, CLIENT_SA)
+    monkeypatch.setenv("MLFLOW_DEPLOYER_CONFIG_DIR", str(root / "no-login"))
     mlflow_auth._caches.clear()
     mlflow.set_tracking_uri(proxy.url)
     yield fakes, proxy
@@ -341,9 +343,9 @@ def test_tokens_are_rejected_by_the_stand_in_when_forged(world):
     )
     good = result.stdout.strip()
     h, _, s = good.split(".")
-    claims = jose.parse(good).claims
+    claims = jws.parse(good).claims
     claims["sub"] = claims["iss"] = CI_SA  # claim to be someone else, keep the signature
-    forged = ".".join([h, jose.b64url_encode(json.dumps(claims).encode()), s])
+    forged = ".".join([h, jws.b64url_encode(json.dumps(claims).encode()), s])
     with pytest.raises(jose.TokenError):
         proxy.identify(forged)
 
@@ -385,3 +387,112 @@ def test_ci_workflow_example_uses_federation_and_the_champion_alias():
     assert "credentials_json" not in auth["with"]  # no key files
     runs = " ".join(s.get("run", "") for s in job["steps"])
     assert "examples/load_model.py" in runs and "--alias champion" in runs
+
+
+# ----- each person's own identity: `deployer login`, then the plugin mints their ID token -----
+DESKTOP_CLIENT = "1234-desktop.apps.googleusercontent.com"
+BOB = "bob@example.com"
+
+
+def _sign_in_from_the_command_line(fakes, root, config_dir, email):
+    """`deployer login --no-browser`: open the printed URL as `email` in a (fake) browser."""
+    fakes.browser_user = email
+    env = fakes.client_env(
+        root,
+        MLFLOW_DEPLOYER_CONFIG_DIR=str(config_dir),
+        MLFLOW_IAP_OAUTH_CLIENT_ID=DESKTOP_CLIENT,
+        MLFLOW_IAP_OAUTH_CLIENT_SECRET=fakes.oauth_client(DESKTOP_CLIENT),
+    )
+    proc = subprocess.Popen(
+        [console_script("deployer"), "login", "--no-browser"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = ""
+        while "http" not in line:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+        url = line[line.index("http") :].strip()
+        # The browser follows Google's redirect back to the local server `deployer login` runs.
+        requests.get(url, timeout=30)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    return out
+
+
+def test_deployer_login_keeps_a_private_refresh_token(world, tmp_path):
+    fakes, _, root = world
+    config = tmp_path / "alice-config"
+    out = _sign_in_from_the_command_line(fakes, root, config, ALICE)
+    assert f"signed in as {ALICE}" in out
+    stored = config / "login.json"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert config.stat().st_mode & 0o777 == 0o700
+    doc = json.loads(stored.read_text())
+    assert doc["email"] == ALICE and doc["refresh_token"] in fakes.openid_refresh_tokens
+    assert doc["refresh_token"] not in out
+
+    stored.chmod(0o644)
+    with pytest.raises(tokens.TokenError, match="chmod 600"):
+        user_login.load(stored)
+
+
+@pytest.fixture
+def personal(world, plugin_env, tmp_path, monkeypatch):
+    """IAP allowlists the desktop client; Alice and Bob each sign in on their own machine."""
+    fakes, proxy, root = world
+    proxy.programmatic_clients.add(DESKTOP_CLIENT)
+    proxy.members.add(f"user:{BOB}")
+    dirs = {}
+    for email in (ALICE, BOB):
+        dirs[email] = tmp_path / email
+        _sign_in_from_the_command_line(fakes, root, dirs[email], email)
+    yield fakes, proxy, dirs, monkeypatch
+    proxy.programmatic_clients.discard(DESKTOP_CLIENT)
+    proxy.members.discard(f"user:{BOB}")
+
+
+def test_two_people_logging_from_code_each_see_their_own_email(personal):
+    _, _, dirs, monkeypatch = personal
+    authors = {}
+    for person in (ALICE, BOB, None):  # None: not signed in -> the shared client account
+        monkeypatch.setenv("MLFLOW_DEPLOYER_CONFIG_DIR", str(dirs.get(person, "/nonexistent")))
+        mlflow_auth._caches.clear()
+        with mlflow.start_run(experiment_id="0") as run:
+            mlflow.log_param("who", str(person))
+        got = MlflowClient().get_run(run.info.run_id)
+        authors[person] = (got.info.user_id, got.data.tags["mlflow.user"])
+    assert authors == {ALICE: (ALICE, ALICE), BOB: (BOB, BOB), None: (CLIENT_SA, CLIENT_SA)}
+
+
+def test_personal_tokens_are_refreshed_and_a_revoked_sign_in_says_what_to_do(personal):
+    fakes, proxy, dirs, monkeypatch = personal
+    monkeypatch.setenv("MLFLOW_DEPLOYER_CONFIG_DIR", str(dirs[ALICE]))
+    mlflow_auth._caches.clear()
+    cache = mlflow_auth.cache_for()
+    first = cache.get()
+    assert jws.parse(first).claims["aud"] == DESKTOP_CLIENT
+    cache._token = tokens.MintedToken(first, time.time() + 10, ALICE, "test")  # about to expire
+    before = fakes.counters.id_tokens
+    assert proxy.identify(cache.get()) == ALICE
+    assert cache.mints == 2 and fakes.counters.id_tokens == before + 1
+    fakes.revoke(user_login.load(dirs[ALICE] / "login.json").refresh_token)
+    cache._token = None
+    with pytest.raises(tokens.TokenError, match="run `deployer login` again"):
+        cache.get()
+    # Asked for the shared account explicitly, the same person still gets through.
+    monkeypatch.setenv(mlflow_auth.ENV_IDENTITY, "service-account")
+    assert mlflow_auth.cache_for().minter.service_account == CLIENT_SA
+
+
+def test_without_the_allowlist_iap_refuses_a_personal_token(personal):
+    _, proxy, dirs, _ = personal
+    proxy.programmatic_clients.discard(DESKTOP_CLIENT)
+    token = user_login.PersonalTokenMinter(user_login.load(dirs[BOB] / "login.json")).mint()
+    with pytest.raises(jose.TokenError, match="audience"):
+        proxy.identify(token.token)

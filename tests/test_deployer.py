@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ from deployer import vars as vars_file
 from tests.conftest import REPO, console_script
 from tests.support.google_fakes import GoogleFakes
 from tests.support.http import LocalHttpServer, Response
+from tests.support.vars_cases import CASES
+from tests.terraform import tfcheck
 
 FAKES = REPO / "tests" / "support" / "fake_cli"
 PROJECT = "acme-ml"
@@ -56,6 +59,11 @@ class World:
             FAKE_PROJECT=PROJECT,
             FAKE_SERVICE_URL=health.url,
             GOOGLE_APPLICATION_CREDENTIALS=str(key),
+            # This checkout's deployer, whichever one the venv's console script was installed
+            # from (the image tag is a hash of the checkout's files).
+            PYTHONPATH=os.pathsep.join(
+                [str(REPO / "tests" / "support" / "google_endpoints"), str(REPO)]
+            ),
         )
         # The deployer under test is this tree's, not whichever one the console script's
         # virtual environment installed.
@@ -147,11 +155,8 @@ def _tf_variables() -> dict[str, dict]:
 # (Terraform's defaults apply meanwhile).
 DEPLOYER_RENDERED = {"image", "environment"}
 NOT_YET_IN_VARS = {
-    "web_app_admins",
     "private_services_cidr",
     "reuse_private_services_access",
-    "github_repository_id",
-    "github_repository_owner_id",
 }
 
 
@@ -259,6 +264,122 @@ def test_init_writes_a_valid_file_non_interactively_and_interactively(world):
     prod = vars_file.load(world.root / "vars.prod")
     assert prod.problems == [] and prod["vpc_egress"] == "direct"
     assert prod["db_tier"] == "db-g1-small"
+
+
+def _case_text(changes: dict) -> str:
+    base = vars_file.parse(GOOD_VARS).values | changes
+    return "\n".join(f"{k} = {vars_file._toml_value(v)}" for k, v in base.items()) + "\n"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_the_shared_table_through_the_deployer(case):
+    settings = vars_file.parse(_case_text(case.changes))
+    blamed = {p.key for p in settings.problems}
+    assert blamed == ({case.blamed} if case.blamed else set()), settings.problems
+
+
+def _hcl(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_hcl(v) for v in value) + "]"
+    return "{ " + ", ".join(f"{k} = {_hcl(v)}" for k, v in value.items()) + " }"
+
+
+def test_the_shared_table_through_terraform_variables(tmp_path):
+    """The same table through terraform/variables.tf's own validation blocks, evaluated by the
+    real Terraform (`terraform test`, mock providers): the same values accepted and refused."""
+    copy = tfcheck._copy(REPO / "terraform", tmp_path / "terraform")
+    # Terraform reads the limits the deployer checks from ../deployer/limits.json.
+    (tmp_path / "deployer").mkdir()
+    shutil.copy(REPO / "deployer" / "limits.json", tmp_path / "deployer" / "limits.json")
+    for test_file in (copy / "tests").glob("*.tftest.hcl"):
+        test_file.unlink()
+    runs = []
+    for i, case in enumerate(c for c in CASES if c.terraform):
+        variables = "".join(f"    {k} = {_hcl(v)}\n" for k, v in case.changes.items())
+        expect = f"  expect_failures = [var.{case.blamed}]\n" if case.blamed else ""
+        runs.append(
+            f'run "case_{i}_{case.name}" {{\n  command = plan\n  variables {{\n{variables}  }}\n'
+            f"{expect}}}\n"
+        )
+    (copy / "tests" / "vars_table.tftest.hcl").write_text(
+        'mock_provider "google" {\n  source = "./tests"\n}\n\nmock_provider "random" {}\n\n'
+        'variables {\n  project_id = "acme-ml"\n  region = "europe-west1"\n'
+        '  image = "europe-west1-docker.pkg.dev/acme-ml/mlflow/mlflow-server:3f2a9c1d"\n'
+        '  web_app_users = ["user:alice@example.com"]\n}\n\n' + "\n".join(runs)
+    )
+    result = tfcheck.check_tests(copy, tfcheck.StandInProviders(tmp_path / "providers"))
+    assert result.ok and result.passed == len(runs), result.detail
+
+
+def test_init_without_required_settings_is_one_line_and_writes_nothing(world):
+    result = world.deployer(
+        "init", "--vars", "vars.new", "--non-interactive", "--set", "project_id=acme-ml-1234"
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "state_bucket, web_app_users are required" in lines[0]
+    assert "--set state_bucket=" in lines[0] and "Traceback" not in result.stderr
+    assert not (world.root / "vars.new").exists()
+
+
+@pytest.mark.parametrize(
+    ("pair", "needle"),
+    [
+        ("projectid=acme-ml", "projectid: unknown setting (did you mean project_id?)"),
+        ("regoin=europe-west1", "regoin: unknown setting (did you mean region?)"),
+        ("projectid", "use KEY=VALUE"),
+    ],
+)
+def test_init_names_an_unknown_key_with_a_near_miss(world, pair, needle):
+    result = world.deployer("init", "--vars", "vars.new", "--non-interactive", "--set", pair)
+    assert result.returncode != 0 and needle in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (world.root / "vars.new").exists()
+
+
+def test_interactive_init_shows_a_bad_list_as_typed(world):
+    answers = ["prod", PROJECT, "europe-west1", "acme-prod-state", "alice@example.com"]
+    answers += ["user:alice@example.com", "direct", "postgresql", "db-f1-micro", "0", ""]
+    result = world.deployer("init", "--vars", "vars.prod", input_text="\n".join(answers) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert "'alice@example.com' is not a member" in result.stderr
+    assert "['alice@example.com']" not in result.stderr
+
+
+def test_near_miss_region_whole_value_patterns_and_deep_nesting(world):
+    (world.root / "vars").write_text(
+        GOOD_VARS.replace("europe-west1", "europe-wst1") + 'environment = "prod\\n"\n'
+    )
+    result = world.deployer("validate")
+    assert result.returncode != 0
+    assert "region: 'europe-wst1' is not a region" in result.stderr
+    assert "did you mean europe-west1?" in result.stderr
+    assert "environment: 'prod\\n' must be lowercase" in result.stderr
+    (world.root / "vars").write_text("web_app_users = " + "[" * 5000 + "]" * 5000 + "\n")
+    deep = world.deployer("validate")
+    assert deep.returncode != 0 and "Traceback" not in deep.stderr
+    assert "nested too deeply to read" in deep.stderr
+
+
+def test_members_outside_the_organisation_are_warned_about(world):
+    (world.root / "vars").write_text(
+        GOOD_VARS.replace('"domain:example.com"', '"user:bob@gmail.com", "user:carol@partner.io"')
+    )
+    validate = world.deployer("validate")
+    assert validate.returncode == 0, validate.stderr
+    assert "warning: vars:5: web_app_users: user:bob@gmail.com: IAP's" in validate.stderr
+    assert "google_iap_settings" in validate.stderr
+    check = world.deployer("check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    line = next(ln for ln in check.stdout.splitlines() if ln.startswith("warn members"))
+    assert "user:bob@gmail.com, user:carol@partner.io" in line and "(example.com)" in line
+    no_org = world.deployer("check", FAKE_ORG_DOMAIN="")
+    assert no_org.returncode == 0 and "warn members: no organisation found" in no_org.stdout
 
 
 # ----- deploy ---------------------------------------------------------------------------------
@@ -398,6 +519,48 @@ def test_environments_have_their_own_state_and_folder(world):
     assert {Path(d).parent.name for d in dirs} == {"staging", "prod"}
 
 
+@pytest.mark.parametrize("command", ["deploy", "apply", "destroy"])
+def test_dry_run_logged_out_says_what_it_could_not_check_then_what_it_would_do(world, command):
+    result = world.deployer(command, "--dry-run", FAKE_LOGGED_OUT="1")
+    assert result.returncode != 0
+    out = result.stdout.splitlines()
+    assert out[0].startswith("[dry-run] could not check: not logged in to Google Cloud")
+    assert "gcloud auth application-default login" in out[0]
+    assert any("would:" in line for line in out[1:3]) and "state" in result.stdout
+    assert "dry run incomplete" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "Creating the state bucket" not in result.stdout
+    assert not (world.root / ".deployer").exists()
+    assert not [c for c in world.calls() if c["tool"] == "terraform"]
+
+
+def test_status_logged_out_names_the_login_before_terraform(world):
+    result = world.deployer("status", FAKE_LOGGED_OUT="1")
+    assert result.returncode != 0
+    assert "gcloud auth application-default login" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not [c for c in world.calls() if c["tool"] == "terraform"]
+
+
+def test_dry_runs_write_nothing_and_apply_before_the_image_exits_zero(world):
+    result = world.deployer("apply", "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is not built yet: apply would stop after the registry" in result.stdout
+    assert "the registry is ready" not in result.stdout + result.stderr
+    assert world.deployer("deploy", "--dry-run").returncode == 0
+    assert not (world.root / ".deployer").exists()
+
+
+def test_a_state_bucket_of_another_project_is_refused_before_any_state(world):
+    result = world.deployer("deploy", FAKE_FOREIGN_BUCKETS="acme-ml-tfstate")
+    assert result.returncode != 0
+    assert "belongs to another project (number 999999999999)" in result.stderr
+    assert "pick another state_bucket" in result.stderr
+    assert not [c for c in world.calls() if c["tool"] == "terraform"]
+    assert not any(c.startswith("gcloud storage buckets create") for c in world.commands())
+    check = world.deployer("check", FAKE_FOREIGN_BUCKETS="acme-ml-tfstate")
+    assert check.returncode != 0 and "FAIL state bucket" in check.stdout
+
+
 # ----- check, status, destroy, cost ----------------------------------------------------------
 
 
@@ -431,6 +594,22 @@ def test_status_shows_url_image_and_health(world, health):
     assert f"url          {health.url}" in result.stdout
     assert "image        europe-west1-docker.pkg.dev/acme-ml/mlflow/mlflow-server:" in result.stdout
     assert "health       ok" in result.stdout
+
+
+def test_status_says_the_database_sleeps_and_an_apply_wakes_it_first(world):
+    assert world.deployer("deploy", "--health-timeout", "30").returncode == 0
+    assert "db state     awake" in world.deployer("status").stdout
+    (world.cloud / "sql.json").write_text(json.dumps({"mlflow-db-a1b2c3": "NEVER"}))
+    assert "db state     asleep" in world.deployer("status").stdout
+    world.reset_log()
+    result = world.deployer("deploy", "--health-timeout", "30")
+    assert result.returncode == 0, result.stderr
+    assert "waking it for the apply" in result.stdout
+    calls = world.calls()
+    patch = [c["argv"][:3] for c in calls].index(["sql", "instances", "patch"])
+    plans = [i for i, c in enumerate(calls) if c["tool"] == "terraform" and "plan" in c["argv"]]
+    assert plans[0] < patch < plans[-1], "the database is up before the full plan and apply"
+    assert json.loads((world.cloud / "sql.json").read_text()) == {"mlflow-db-a1b2c3": "ALWAYS"}
 
 
 def test_destroy_asks_for_the_project_and_keeps_the_data(world):

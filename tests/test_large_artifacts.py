@@ -123,3 +123,44 @@ def test_tampered_or_foreign_signatures_are_refused(signing_server):
     tampered = signed.replace("x.txt", "y.txt")
     assert requests.get(tampered, timeout=10).status_code == 403
     assert "signature does not match" in front.rejected
+
+
+def test_a_client_cannot_ask_for_a_signed_url_that_lives_for_days(signing_server):
+    """MLflow lets the client ask for up to 7 days; a signed URL is a bearer credential."""
+    url, cloud, keys, _, _, _ = signing_server
+    headers = {"x-goog-iap-jwt-assertion": keys.assertion()}
+    api = f"{url}/api/2.0/mlflow"
+    # A run whose artifacts live directly in the bucket (allowed: under the deployment's root).
+    exp = requests.post(
+        f"{api}/experiments/create",
+        json={"name": f"direct-{os.getpid()}", "artifact_location": f"gs://{BUCKET}/artifacts/d"},
+        headers=headers,
+        timeout=30,
+    )
+    assert exp.status_code == 200, exp.text
+    run = requests.post(
+        f"{api}/runs/create",
+        json={"experiment_id": exp.json()["experiment_id"]},
+        headers=headers,
+        timeout=30,
+    ).json()["run"]["info"]
+    name = run["artifact_uri"].removeprefix(f"gs://{BUCKET}/") + "/model.bin"
+    requests.post(
+        f"{cloud.gcs.url}/upload/storage/v1/b/{BUCKET}/o",
+        params={"uploadType": "media", "name": name},
+        data=b"weights",
+        timeout=10,
+    ).raise_for_status()
+    r = requests.post(
+        f"{api}/artifacts/presigned-download-url",
+        json={"run_id": run["run_id"], "path": "model.bin", "expiration": 604800},
+        headers=headers,
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    signed = r.json()["presigned_url"]
+    expires = int(
+        dict(p.split("=", 1) for p in signed.split("?", 1)[1].split("&"))["X-Goog-Expires"]
+    )
+    assert expires <= 900
+    assert requests.get(signed, timeout=10).content == b"weights"

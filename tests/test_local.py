@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -85,6 +87,10 @@ def test_first_start_prints_paste_lines_and_keeps_secrets_private(server):
         assert stat.S_IMODE((data_dir / "secrets" / name).stat().st_mode) == 0o600
     assert stat.S_IMODE((data_dir / "secrets").stat().st_mode) == 0o700
     assert (data_dir / "auth.db").exists() and (data_dir / "mlflow.db").exists()
+    # Runs and the password database are the user's alone.
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    for name in ("mlflow.db", "auth.db"):
+        assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
 
 
 def test_anonymous_and_wrong_password_get_401(server):
@@ -260,3 +266,85 @@ def test_corrupt_data_dir_is_one_clear_line(tmp_path, relative, content, needle)
     # Nothing the user had was touched.
     assert target.read_bytes() == content
     assert sorted(p.relative_to(data_dir) for p in data_dir.rglob("*")) == before
+
+
+# ----- the server always goes down with `deployer local` ---------------------------------------
+
+
+def _tree(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root.pid, *(p.pid for p in root.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _all_gone(pids: list[int], timeout: float = 30) -> list[int]:
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+        if not alive:
+            return []
+        time.sleep(0.2)
+    return alive
+
+
+def _deployer_local_under_shell(tmp_path: Path, port: int, pipeline: str) -> Proc:
+    """`deployer local` started by a shell in its own session, as a terminal would start it."""
+    argv = f"{console_script('deployer')} local --data-dir {tmp_path / 'data'} --port {port}"
+    return start(
+        ["sh", "-c", pipeline.format(argv=argv, log=tmp_path / "tee.log")],
+        env=base_env(),
+        log=tmp_path / "sh.log",
+    )
+
+
+def _wait_started(proc: Proc, tmp_path: Path, port: int) -> list[int]:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        logs = [tmp_path / "tee.log", proc.log]
+        if any(p.exists() and BANNER in p.read_text(errors="replace") for p in logs):
+            break
+        time.sleep(0.2)
+    assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+    return _tree(proc.popen.pid)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["SIGTERM", "SIGHUP", "closed pipe then Ctrl-C", "deployer killed", "its parent killed"],
+)
+def test_the_server_goes_down_with_deployer_local(tmp_path, how):
+    import psutil
+
+    port = free_port()
+    pipeline = "{argv} 2>&1 | tee {log}" if how == "closed pipe then Ctrl-C" else "{argv} & wait"
+    shell = _deployer_local_under_shell(tmp_path, port, pipeline)
+    try:
+        everything = _wait_started(shell, tmp_path, port)
+        launcher = [console_script("deployer"), "local"]
+        deployer = next(p for p in everything if psutil.Process(p).cmdline()[1:3] == launcher)
+        if how in ("SIGTERM", "SIGHUP"):
+            os.kill(deployer, getattr(signal, how))
+        elif how == "closed pipe then Ctrl-C":
+            tee = next(p for p in everything if psutil.Process(p).name() == "tee")
+            os.kill(tee, signal.SIGKILL)
+            time.sleep(0.5)
+            shell.signal(signal.SIGINT)  # the terminal's Ctrl-C: the whole foreground group
+        elif how == "deployer killed":
+            os.kill(deployer, signal.SIGKILL)  # no handler runs: the watchdog must act
+        else:
+            os.kill(shell.popen.pid, signal.SIGKILL)  # make or the shell dies under it
+        server = [p for p in everything if p not in (deployer, shell.popen.pid)]
+        assert _all_gone(server) == [], f"{how}: still running: {server}"
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+    finally:
+        for pid in _tree(shell.popen.pid):
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -3,9 +3,12 @@ emulator, and IAP's signed header verified on every request."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import mlflow
@@ -15,11 +18,11 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 from mlflow import MlflowClient
 
-from deployer import jose
 from deployer.server.iap import MIN_REFRESH_SECONDS
-from tests.support.cloud_server import BUCKET, DB_PASSWORD, CloudStack, running_stack
+from tests.support import jws
+from tests.support.cloud_server import ADMIN_EMAIL, BUCKET, DB_PASSWORD, CloudStack, running_stack
 from tests.support.iap_keys import IapKeys, iap_headers
-from tests.support.processes import free_port
+from tests.support.processes import free_port, wait_healthy
 
 API = "/api/2.0/mlflow"
 
@@ -105,7 +108,7 @@ def _search(url: str, assertion: str | None) -> requests.Response:
 
 def _forged_none_alg(keys: IapKeys) -> str:
     good = keys.assertion()
-    header = jose.b64url_encode(
+    header = jws.b64url_encode(
         b'{"alg":"none","typ":"JWT","kid":"' + next(iter(keys.keys)).encode() + b'"}'
     )
     return f"{header}.{good.split('.')[1]}."
@@ -113,9 +116,9 @@ def _forged_none_alg(keys: IapKeys) -> str:
 
 def _bad_signature(keys: IapKeys) -> str:
     h, p, s = keys.assertion().split(".")
-    sig = bytearray(jose.b64url_decode(s))
+    sig = bytearray(jws.b64url_decode(s))
     sig[5] ^= 0x01
-    return f"{h}.{p}.{jose.b64url_encode(bytes(sig))}"
+    return f"{h}.{p}.{jws.b64url_encode(bytes(sig))}"
 
 
 @pytest.mark.parametrize(
@@ -287,3 +290,314 @@ def test_pool_is_sized_to_the_connection_cap(served):
     # DB_MAX_CONNECTIONS=50, 5 reserved, MAX_INSTANCES=2, 2 workers (+ the parent process):
     # (50 - 5) // (2 x 3 x 2 engines) = 3 connections per engine -> pool 2 + overflow 1.
     assert "'pool_size': 2, 'max_overflow': 1" in proc.output()
+
+
+# ----- authorship: every forged identity is recorded as the verified member, or refused -------
+BOB = "bob@example.com"
+MALLORY = [{"key": "mlflow.user", "value": "mallory"}]
+
+
+class Api:
+    """Raw REST calls as one verified member, each with a fresh IAP assertion."""
+
+    def __init__(self, url: str, keys: IapKeys, email: str, prefix: str = API) -> None:
+        self.url, self.keys, self.email, self.prefix = url, keys, email, prefix
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "x-goog-iap-jwt-assertion": self.keys.assertion(self.email),
+            "Content-Type": "application/json",
+        }
+
+    def call(self, method: str, path: str, body=None, *, as_string: bool = False, **params):
+        data = None
+        if body is not None:
+            # A JSON body that is itself a JSON string: MLflow decodes it a second time.
+            data = json.dumps(json.dumps(body) if as_string else body)
+        return requests.request(
+            method,
+            f"{self.url}{self.prefix}/{path}",
+            data=data,
+            params=params or None,
+            headers=self._headers(),
+            timeout=30,
+        )
+
+    def ok(self, method: str, path: str, body=None, **kw):
+        r = self.call(method, path, body, **kw)
+        assert r.status_code == 200, (path, r.status_code, r.text)
+        return r.json()
+
+
+def _tags(entity: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in entity.get("tags", [])}
+
+
+@pytest.fixture
+def apis(stack, served):
+    _, keys, _ = stack
+    _, url = served
+    return {
+        "bob": Api(url, keys, BOB),
+        "bob-ajax": Api(url, keys, BOB, "/ajax-api/2.0/mlflow"),
+        "admin": Api(url, keys, ADMIN_EMAIL),
+    }
+
+
+@pytest.fixture
+def experiment(apis):
+    return apis["bob"].ok("POST", "experiments/create", {"name": f"e-{time.time_ns()}"})[
+        "experiment_id"
+    ]
+
+
+@pytest.mark.parametrize("api", ["bob", "bob-ajax"])
+@pytest.mark.parametrize("as_string", [False, True], ids=["json", "json-in-a-string"])
+def test_runs_carry_the_verified_member_however_the_body_is_encoded(
+    apis, experiment, api, as_string
+):
+    bob = apis[api]
+    body = {"experiment_id": experiment, "user_id": "mallory", "tags": MALLORY}
+    run = bob.ok("POST", "runs/create", body, as_string=as_string)["run"]
+    run_id = run["info"]["run_id"]
+    assert run["info"]["user_id"] == BOB and _tags(run["data"])["mlflow.user"] == BOB
+    bob.ok("POST", "runs/set-tag", {"run_id": run_id, **MALLORY[0]}, as_string=as_string)
+    bob.ok("POST", "runs/log-batch", {"run_id": run_id, "tags": MALLORY}, as_string=as_string)
+    r = bob.call("POST", "runs/delete-tag", {"run_id": run_id, "key": "mlflow.user"})
+    assert r.status_code == 403 and r.json()["error_code"] == "PERMISSION_DENIED"
+    got = bob.ok("GET", "runs/get", run_id=run_id)["run"]
+    assert got["info"]["user_id"] == BOB and _tags(got["data"])["mlflow.user"] == BOB
+
+
+@pytest.mark.parametrize("as_string", [False, True], ids=["json", "json-in-a-string"])
+def test_models_and_versions_carry_the_verified_member(apis, experiment, as_string):
+    bob = apis["bob"]
+    name = f"m-{time.time_ns()}"
+    bob.ok("POST", "registered-models/create", {"name": name, "tags": MALLORY}, as_string=as_string)
+    bob.ok("POST", "registered-models/set-tag", {"name": name, **MALLORY[0]}, as_string=as_string)
+    r = bob.call("DELETE", "registered-models/delete-tag", {"name": name, "key": "mlflow.user"})
+    assert r.status_code == 403
+    model = bob.ok("GET", "registered-models/get", name=name)["registered_model"]
+    assert _tags(model)["mlflow.user"] == BOB
+
+    run_id = bob.ok("POST", "runs/create", {"experiment_id": experiment})["run"]["info"]["run_id"]
+    body = {"name": name, "source": f"runs:/{run_id}/m", "run_id": run_id, "tags": MALLORY}
+    version = bob.ok("POST", "model-versions/create", body, as_string=as_string)
+    v = version["model_version"]["version"]
+    bob.ok("POST", "model-versions/set-tag", {"name": name, "version": v, **MALLORY[0]})
+    got = bob.ok("GET", "model-versions/get", name=name, version=v)["model_version"]
+    assert _tags(got)["mlflow.user"] == BOB
+
+
+def test_logged_models_experiments_and_traces_carry_the_verified_member(
+    apis, experiment, through_iap
+):
+    bob = apis["bob"]
+    body = {"experiment_id": experiment, "name": "lm", "tags": MALLORY}
+    model = bob.ok("POST", "logged-models", body, as_string=True)["model"]
+    model_id = model["info"]["model_id"]
+    assert _tags(model["info"])["mlflow.user"] == BOB
+    bob.ok("PATCH", f"logged-models/{model_id}/tags", {"tags": MALLORY})
+    got = bob.ok("GET", f"logged-models/{model_id}")["model"]["info"]
+    assert _tags(got)["mlflow.user"] == BOB
+
+    name = f"tagged-{time.time_ns()}"
+    exp = bob.ok("POST", "experiments/create", {"name": name, "tags": MALLORY}, as_string=True)
+    eid = exp["experiment_id"]
+    bob.ok("POST", "experiments/set-experiment-tag", {"experiment_id": eid, **MALLORY[0]})
+    got = bob.ok("GET", "experiments/get", experiment_id=eid)["experiment"]
+    assert _tags(got)["mlflow.user"] == BOB
+
+    from mlflow.entities import TraceInfo, TraceLocation, TraceState
+
+    client, provider = through_iap
+    provider.email = BOB
+    store = client._tracking_client.store
+    trace_id = f"tr-{uuid.uuid4().hex}"
+    store.start_trace(
+        TraceInfo(
+            trace_id=trace_id,
+            trace_location=TraceLocation.from_experiment_id(experiment),
+            request_time=int(time.time() * 1000),
+            state=TraceState.OK,
+            trace_metadata={"mlflow.trace.user": "mallory"},
+        )
+    )
+    assert store.get_trace_info(trace_id).trace_metadata["mlflow.trace.user"] == BOB
+
+
+@pytest.mark.parametrize(
+    "body", [b"[1, 2]", b'"just text"', b"42", b'"[1]"'], ids=["list", "string", "number", "x2"]
+)
+def test_a_body_that_is_not_a_json_object_is_400(apis, body):
+    bob = apis["bob"]
+    r = requests.post(f"{bob.url}{API}/runs/create", data=body, headers=bob._headers(), timeout=30)
+    assert r.status_code == 400, r.text
+    assert "JSON object" in r.json()["message"]
+
+
+def test_api_bodies_are_capped(apis, experiment):
+    bob = apis["bob"]
+    tag = {"key": "big", "value": "x" * 1000}
+    body = json.dumps({"experiment_id": experiment, "tags": [tag] * 34_000}).encode()
+    assert len(body) > 32 * 1024 * 1024
+    r = requests.post(f"{bob.url}{API}/runs/create", data=body, headers=bob._headers(), timeout=60)
+    assert r.status_code == 413, r.text[:200]
+
+
+def test_artifact_location_must_stay_under_the_deployments_root(apis):
+    bob = apis["bob"]
+    for outside in (
+        "gs://someone-elses-bucket/x",
+        f"gs://{BUCKET}/elsewhere",
+        f"gs://{BUCKET}/artifacts/../elsewhere",
+        "file:///etc",
+        "/var/lib/elsewhere",
+    ):
+        body = {"name": f"loc-{time.time_ns()}", "artifact_location": outside}
+        r = bob.call("POST", "experiments/create", body)
+        assert r.status_code == 400 and "outside" in r.json()["message"], (outside, r.text)
+    inside = {"name": f"loc-{time.time_ns()}", "artifact_location": f"gs://{BUCKET}/artifacts/t"}
+    bob.ok("POST", "experiments/create", inside)
+
+
+def test_destructive_calls_are_for_admins_only(apis, experiment):
+    bob, admin = apis["bob"], apis["admin"]
+    name = f"del-{time.time_ns()}"
+    bob.ok("POST", "registered-models/create", {"name": name})
+    run_id = bob.ok("POST", "runs/create", {"experiment_id": experiment})["run"]["info"]["run_id"]
+    body = {"name": name, "source": f"runs:/{run_id}/m", "run_id": run_id}
+    v = bob.ok("POST", "model-versions/create", body)["model_version"]["version"]
+    hook = {
+        "name": "h",
+        "url": "https://hooks.example.com/x",
+        "events": [{"entity": "REGISTERED_MODEL", "action": "CREATED"}],
+    }
+    refused = [
+        bob.call("DELETE", "model-versions/delete", {"name": name, "version": v}),
+        bob.call("DELETE", "registered-models/delete", {"name": name}),
+        bob.call("POST", "experiments/delete", {"experiment_id": experiment}),
+        bob.call("POST", "webhooks", hook),
+    ]
+    for r in refused:
+        assert r.status_code == 403, (r.request.url, r.status_code, r.text)
+        assert "admins" in r.json()["message"]
+    # Members keep creating and reading; the admin may delete.
+    assert bob.ok("GET", "registered-models/get", name=name)
+    admin.ok("DELETE", "model-versions/delete", {"name": name, "version": v})
+    admin.ok("DELETE", "registered-models/delete", {"name": name})
+    admin.ok("POST", "experiments/delete", {"experiment_id": experiment})
+
+
+def test_prompts_carry_the_verified_member(apis, through_iap):
+    _, provider = through_iap
+    provider.email = BOB
+    name = f"prompt-{time.time_ns()}"
+    mlflow.genai.register_prompt(
+        name=name, template="Summarise {{text}}", tags={"mlflow.user": "mallory"}
+    )
+    prompt = apis["bob"].ok("GET", "registered-models/get", name=name)["registered_model"]
+    assert _tags(prompt)["mlflow.user"] == BOB
+    version = apis["bob"].ok("GET", "model-versions/get", name=name, version="1")
+    assert _tags(version["model_version"])["mlflow.user"] == BOB
+
+
+# ----- MLflow's FastAPI-only routes, served behind the same check ------------------------------
+
+
+def test_traces_go_in_through_otlp_and_are_found_by_their_text(through_iap, served):
+    """Under a Flask-only server /v1/traces is 404 and the client silently stores the spans
+    as an artifact instead, so `trace.text` search finds nothing."""
+    client, _ = through_iap
+    proc, _ = served
+    exp = client.create_experiment(f"traces-{time.time_ns()}")
+    mlflow.set_experiment(experiment_id=exp)
+    needle = f"needle-{time.time_ns()}"
+    with mlflow.start_span("answer") as span:
+        span.set_inputs({"question": needle})
+    mlflow.flush_trace_async_logging()
+    found = client.search_traces(locations=[exp], filter_string=f"trace.text LIKE '%{needle}%'")
+    assert [t.info.trace_id for t in found] == [span.trace_id]
+    assert '"POST /v1/traces HTTP/1.1" 200' in proc.output()
+    trace = client.get_trace(span.trace_id)
+    assert [s.name for s in trace.data.spans] == ["answer"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/traces", "/ajax-api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/assistant/config"],
+)
+def test_fastapi_routes_need_the_assertion_too(stack, served, path):
+    _, keys, _ = stack
+    _, url = served
+    method = "POST" if path == "/v1/traces" else "GET"
+    r = requests.request(method, url + path, timeout=10)
+    assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED"
+    headers = {"x-goog-iap-jwt-assertion": keys.assertion()}
+    assert requests.request(method, url + path, headers=headers, timeout=10).status_code != 401
+
+
+def test_a_client_cannot_claim_the_verified_identity_header(stack, served):
+    _, keys, _ = stack
+    _, url = served
+    headers = {
+        "x-goog-iap-jwt-assertion": keys.assertion("carol@example.com"),
+        "x-deployer-verified-email": "mallory@example.com",
+    }
+    exp = requests.post(
+        f"{url}{API}/experiments/create",
+        json={"name": f"spoof-{time.time_ns()}"},
+        headers=headers,
+        timeout=10,
+    ).json()["experiment_id"]
+    run = requests.post(
+        f"{url}{API}/runs/create", json={"experiment_id": exp}, headers=headers, timeout=10
+    ).json()["run"]
+    assert run["info"]["user_id"] == "carol@example.com"
+
+
+def test_charts_over_100_runs_fetch_their_history_in_one_request(through_iap, stack, served):
+    """The UI asks for 100 runs' metrics per GET (~4.2 KB request line): gunicorn's default
+    4094-byte limit answered 400, so run-comparison charts over ~96 runs failed."""
+    client, _ = through_iap
+    _, keys, _ = stack
+    _, url = served
+    exp = client.create_experiment(f"charts-{time.time_ns()}")
+    run_ids = []
+    for step in range(100):
+        run = client.create_run(exp)
+        client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
+        run_ids.append(run.info.run_id)
+    query = "&".join(f"run_ids={r}" for r in run_ids) + "&metric_key=loss&max_results=320"
+    path = f"/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval?{query}"
+    assert len(f"GET {path} HTTP/1.1") > 4094
+    headers = {"x-goog-iap-jwt-assertion": keys.assertion()}
+    r = requests.get(url + path, headers=headers, timeout=30)
+    assert r.status_code == 200, r.text[:300]
+    assert {m["run_id"] for m in r.json()["metrics"]} == set(run_ids)
+
+
+def test_the_ui_is_told_telemetry_is_off(stack, served):
+    _, keys, _ = stack
+    _, url = served
+    headers = {"x-goog-iap-jwt-assertion": keys.assertion()}
+    r = requests.get(f"{url}/ajax-api/3.0/mlflow/ui-telemetry", headers=headers, timeout=10)
+    assert r.status_code == 200 and r.json()["disable_ui_telemetry"] is True
+
+
+def test_serve_waits_for_a_database_that_connects_late(stack, served, tmp_path):
+    """Direct VPC egress can take a minute or more to connect at instance start: serve retries
+    instead of exiting (and crash-looping) on the first refused connection."""
+    cloud, _, _ = stack
+    late_root = Path(tempfile.mkdtemp(prefix="late-", dir="/tmp"))  # socket paths max 107 bytes
+    port = free_port()
+    env = cloud.env(port, CLOUD_SQL_SOCKET_ROOT=str(late_root), DB_WAIT_SECONDS="90")
+    proc = cloud.entrypoint("serve", env, tmp_path / "late.log")
+    try:
+        proc.wait_for_text("database not reachable yet", timeout=60)
+        time.sleep(2)
+        assert proc.popen.poll() is None, proc.output()
+        (late_root / cloud.pg.connection_name).symlink_to(cloud.pg.socket_dir)
+        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=120)
+    finally:
+        proc.stop()

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.engine import make_url
 
-from deployer.server.entrypoint import server_command, server_environment
+from deployer.server.entrypoint import (
+    MLFLOW_SERVER_ENV,
+    gunicorn_argv,
+    server_environment,
+    wait_for_schema,
+)
 from deployer.server.settings import (
     ENGINES_PER_PROCESS,
     SettingsError,
@@ -89,10 +94,81 @@ def test_pool_settings_reach_mlflow():
 
 def test_the_database_uri_never_appears_on_the_command_line():
     s = load_settings(CLOUD)
-    argv = server_command(s)
+    argv = gunicorn_argv(s)
     assert not any(CLOUD["DB_PASSWORD"] in a for a in argv)
-    assert server_environment(s, {})["MLFLOW_BACKEND_STORE_URI"] == s.backend_store_uri
-    assert argv[argv.index("--app-name") + 1] == "iap"
+    env = server_environment(s, {})
+    assert env[MLFLOW_SERVER_ENV["backend"]] == s.backend_store_uri
+    assert env[MLFLOW_SERVER_ENV["registry"]] == s.backend_store_uri
+
+
+def test_mlflow_server_variables_are_mlflows_own_names():
+    from mlflow.server import constants
+
+    assert MLFLOW_SERVER_ENV == {
+        "backend": constants.BACKEND_STORE_URI_ENV_VAR,
+        "registry": constants.REGISTRY_STORE_URI_ENV_VAR,
+        "serve_artifacts": constants.SERVE_ARTIFACTS_ENV_VAR,
+        "artifact_root": constants.ARTIFACT_ROOT_ENV_VAR,
+        "artifacts_destination": constants.ARTIFACTS_DESTINATION_ENV_VAR,
+    }
+
+
+def test_gunicorn_serves_the_whole_asgi_app_without_a_supervisor():
+    argv = gunicorn_argv(load_settings(CLOUD))
+    assert argv[1:3] == ["-m", "gunicorn"]
+    assert "mlflow" not in argv[:3]
+    assert argv[-1] == "deployer.server.iap_app:create_asgi_app()"
+    assert argv[argv.index("--worker-class") + 1] == "uvicorn_worker.UvicornWorker"
+
+
+class FakeDatabase:
+    """Unreachable for `down_for` seconds of a fake clock, then answers."""
+
+    def __init__(self, down_for: float, error: str = "could not connect to server") -> None:
+        self.now = 0.0
+        self.down_for = down_for
+        self.error = error
+        self.calls = 0
+
+    def check(self, uri: str) -> str:
+        from sqlalchemy.exc import OperationalError
+
+        self.calls += 1
+        if self.now < self.down_for:
+            raise OperationalError("connect", {}, Exception(self.error))
+        return "current"
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _wait(db: FakeDatabase, **env: str):
+    settings = load_settings({**CLOUD, **env})
+    return wait_for_schema(settings, check=db.check, clock=lambda: db.now, sleep=db.sleep)
+
+
+def test_serve_waits_for_a_database_that_connects_late():
+    db = FakeDatabase(down_for=95)  # Direct VPC egress: a minute or more after start
+    assert _wait(db) == "current"
+    assert 95 <= db.now < 120 and db.calls > 3
+
+
+def test_serve_gives_up_after_db_wait_seconds():
+    from sqlalchemy.exc import OperationalError
+
+    db = FakeDatabase(down_for=1_000)
+    with pytest.raises(OperationalError):
+        _wait(db, DB_WAIT_SECONDS="30")
+    assert db.now == pytest.approx(30)
+
+
+def test_a_refusing_database_is_not_retried():
+    from sqlalchemy.exc import OperationalError
+
+    db = FakeDatabase(down_for=1_000, error='password authentication failed for user "mlflow"')
+    with pytest.raises(OperationalError):
+        _wait(db)
+    assert db.calls == 1 and db.now == 0
 
 
 @pytest.mark.parametrize(
@@ -124,13 +200,19 @@ def test_lean_head_revision_matches_mlflows_own():
     assert head_revision() == _get_latest_schema_revision()
 
 
-def test_app_is_preloaded_behind_iap_only():
-    from deployer.server.entrypoint import gunicorn_options
-
-    assert "--preload" in gunicorn_options(load_settings(CLOUD))
+def test_app_is_preloaded_except_with_basic_auth():
+    assert "--preload" in gunicorn_argv(load_settings(CLOUD))
     local = {
         "BACKEND_STORE_URI": "sqlite:////tmp/x.db",
         "ARTIFACTS_DESTINATION": "/tmp/a",
         "AUTH_MODE": "basic",
     }
-    assert "--preload" not in gunicorn_options(load_settings(local))
+    assert "--preload" not in gunicorn_argv(load_settings(local))
+
+
+def test_graceful_shutdown_ends_inside_cloud_runs_grace():
+    from deployer.server.entrypoint import GRACEFUL_TIMEOUT_SECONDS
+
+    # Cloud Run sends SIGKILL 10 s after SIGTERM; gunicorn kills workers still busy after this.
+    argv = gunicorn_argv(load_settings(CLOUD))
+    assert int(argv[argv.index("--graceful-timeout") + 1]) == GRACEFUL_TIMEOUT_SECONDS < 10

@@ -43,7 +43,7 @@ def test_every_check_passes_on_our_terraform():
     assert failures == [], "\n".join(lines)
     names = {r.name for r in results}
     assert {"fmt", "schema", "terraform test", "checkov", "trivy", "validate root"} <= names
-    assert len([n for n in names if n.startswith("validate modules/")]) == 7
+    assert len([n for n in names if n.startswith("validate modules/")]) == 8
     tests = next(r for r in results if r.name == "terraform test")
     assert tests.passed >= 30
 
@@ -194,7 +194,11 @@ def test_server_env_names_come_from_the_settings_contract():
     doc = _load(TF / "modules" / "service" / "main.tf")
     env_keys = set(next(loc["env"] for loc in doc["locals"] if "env" in loc))
     # ADMIN_EMAILS: the identity work (issue 14.4) adds it to Env; until then it is known here.
-    known = {e.value for e in Env} | {"GOOGLE_CLOUD_PROJECT", "ADMIN_EMAILS"}
+    # The sleeping database's settings are read by deployer/server/wake.py.
+    wake_reads = {"DB_SLEEP_AFTER_MINUTES", "LAST_REQUEST_OBJECT"}
+    wake_source = (REPO / "deployer" / "server" / "wake.py").read_text()
+    assert all(f'"{name}"' in wake_source for name in wake_reads)
+    known = {e.value for e in Env} | {"GOOGLE_CLOUD_PROJECT", "ADMIN_EMAILS"} | wake_reads
     assert env_keys - known == set(), "Terraform sets variables the server does not read"
     container = next(loc["container"] for loc in doc["locals"] if "container" in loc)
     assert set(container["secrets"]) == {Env.DB_PASSWORD.value}  # from Secret Manager
@@ -214,8 +218,20 @@ def test_server_env_names_come_from_the_settings_contract():
 
 
 def test_nothing_project_wide_but_cloud_sql_client():
+    """Besides roles/cloudsql.client, only the sleeping database's custom role, and that only
+    under a condition naming the one instance (IAM has no instance-level Cloud SQL grants)."""
     grants = _resources("google_project_iam_member") + _resources("google_project_iam_binding")
-    assert [(body["role"]) for _, _, body in grants] == ["roles/cloudsql.client"]
+    unconditional = [body["role"] for _, _, body in grants if "condition" not in body]
+    assert unconditional == ["roles/cloudsql.client"]
+    conditioned = [body for _, _, body in grants if "condition" in body]
+    assert len(conditioned) == 2
+    for body in conditioned:
+        assert body["role"] == "${google_project_iam_custom_role.sql_activation.name}"
+        (condition,) = body["condition"]
+        expression = condition["expression"].replace('\\"', '"')
+        assert expression == 'resource.name == "${local.instance_rn}"'
+    ((_, _, role),) = _resources("google_project_iam_custom_role")
+    assert role["permissions"] == ["cloudsql.instances.get", "cloudsql.instances.update"]
     assert _resources("google_project_iam_policy") == []
 
 
@@ -274,7 +290,7 @@ def test_the_service_rolls_out_only_after_the_migration_job_ran():
     """Terraform executes the job (run_execution_token) and waits for it; the service must
     depend on it, or a new revision would start against an old schema and fail its probe."""
     ((_, _, service),) = _resources("google_cloud_run_v2_service")
-    ((_, _, job),) = _resources("google_cloud_run_v2_job")
+    (job,) = [j for _, name, j in _resources("google_cloud_run_v2_job") if name == "migrate"]
     assert "${google_cloud_run_v2_job.migrate}" in service["depends_on"]
     assert job["run_execution_token"] == "${local.migration_token}"
     assert service["deletion_protection"] is False and job["deletion_protection"] is False

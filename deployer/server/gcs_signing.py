@@ -35,9 +35,12 @@ from mlflow.store.artifact.artifact_repo import MultipartDownloadMixin
 from mlflow.store.artifact.gcs_artifact_repo import GCSArtifactRepository
 
 from deployer.google_iam import IamCredentialsClient
-from deployer.server.settings import Env
+from deployer.server.settings import ServerSettings
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+# Signed download URLs are bearer credentials to one object: MLflow lets the client ask for up
+# to 7 days; we hand out at most this many seconds, enough to start every ranged GET.
+MAX_PRESIGNED_SECONDS = 900
 
 
 class IamSigningCredentials(google.auth.credentials.Signing, google.auth.credentials.Credentials):
@@ -85,9 +88,11 @@ def signing_storage_client(email: str) -> Any:
 class SigningGCSArtifactRepository(GCSArtifactRepository, MultipartDownloadMixin):
     """MLflow's GCS artifact repository, with a client that signs URLs through IAM."""
 
+    signer_email: str = ""  # set by `install` on the subclass it registers
+
     def __init__(self, artifact_uri: str, client: Any = None, *args: Any, **kwargs: Any) -> None:
-        email = os.environ[Env.SIGNING_SERVICE_ACCOUNT.value]
-        super().__init__(artifact_uri, client or signing_storage_client(email), *args, **kwargs)
+        client = client or signing_storage_client(self.signer_email)
+        super().__init__(artifact_uri, client, *args, **kwargs)
 
     def get_download_presigned_url(
         self, artifact_path: str, expiration: int = 300
@@ -96,17 +101,23 @@ class SigningGCSArtifactRepository(GCSArtifactRepository, MultipartDownloadMixin
         blob = self.client.bucket(bucket_name).get_blob(posixpath.join(root, artifact_path))
         if blob is None:
             raise MlflowException.invalid_parameter_value(f"No artifact at {artifact_path!r}")
+        seconds = max(1, min(int(expiration), MAX_PRESIGNED_SECONDS))
         url = blob.generate_signed_url(
-            method="GET", version="v4", expiration=datetime.timedelta(seconds=expiration)
+            method="GET", version="v4", expiration=datetime.timedelta(seconds=seconds)
         )
         return PresignedDownloadUrlResponse(url=url, headers={}, file_size=blob.size)
 
 
-def install_from_env() -> bool:
+def install(settings: ServerSettings) -> bool:
     """Use the signing repository for gs:// in this process when a signer is configured."""
-    if not os.environ.get(Env.SIGNING_SERVICE_ACCOUNT.value):
+    if settings.signing_service_account is None:
         return False
     from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
 
-    _artifact_repository_registry.register("gs", SigningGCSArtifactRepository)
+    repository = type(
+        "SigningGCSArtifactRepository",
+        (SigningGCSArtifactRepository,),
+        {"signer_email": settings.signing_service_account},
+    )
+    _artifact_repository_registry.register("gs", repository)
     return True

@@ -35,6 +35,7 @@ class Env(StrEnum):
     DB_NAME = "DB_NAME"
     CLOUD_SQL_CONNECTION_NAME = "CLOUD_SQL_CONNECTION_NAME"
     CLOUD_SQL_SOCKET_ROOT = "CLOUD_SQL_SOCKET_ROOT"
+    DB_WAIT_SECONDS = "DB_WAIT_SECONDS"
     DB_MAX_CONNECTIONS = "DB_MAX_CONNECTIONS"
     DB_RESERVED_CONNECTIONS = "DB_RESERVED_CONNECTIONS"
     MAX_INSTANCES = "MAX_INSTANCES"
@@ -45,6 +46,7 @@ class Env(StrEnum):
     IAP_AUDIENCE = "IAP_AUDIENCE"
     IAP_JWKS_URL = "IAP_JWKS_URL"
     SIGNING_SERVICE_ACCOUNT = "SIGNING_SERVICE_ACCOUNT"
+    ADMIN_EMAILS = "ADMIN_EMAILS"
 
 
 class AuthMode(StrEnum):
@@ -76,6 +78,7 @@ _IAP_AUDIENCE = re.compile(
 )
 _HOST_PATTERN = re.compile(r"^[A-Za-z0-9*.:\[\]-]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_BARE_EMAIL = re.compile(r"[^@\s:,]+@[^@\s:,]+\.[^@\s:,]+")
 
 
 class SettingsError(ValueError):
@@ -109,10 +112,10 @@ class ServerSettings:
     iap_jwks_url: str = IAP_JWKS_URL_DEFAULT
     pool: PoolBudget | None = None
     signing_service_account: str | None = None
-
-    @property
-    def database_dialect(self) -> str:
-        return self.backend_store_uri.split(":", 1)[0].split("+", 1)[0]
+    # Members allowed destructive calls (deletes, webhooks, the AI gateway), lowercased. Empty
+    # means nobody: the deployer fills it with the deploying owner unless told otherwise.
+    admin_emails: frozenset[str] = frozenset()
+    db_wait_seconds: int = 120
 
 
 def _get(env: Mapping[str, str], name: Env) -> str | None:
@@ -293,6 +296,17 @@ def _cors_origins(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(o.rstrip("/") for o in origins)
 
 
+def _admin_emails(env: Mapping[str, str]) -> frozenset[str]:
+    emails = _csv(env, Env.ADMIN_EMAILS)
+    for email in emails:
+        if not _BARE_EMAIL.fullmatch(email):
+            raise SettingsError(
+                f"{Env.ADMIN_EMAILS.value} entry {email!r} is not an email: give bare emails, "
+                "comma-separated (alice@example.com,bob@example.com)"
+            )
+    return frozenset(e.lower() for e in emails)
+
+
 def load_settings(env: Mapping[str, str]) -> ServerSettings:
     """Read and validate every setting; raise `SettingsError` on the first bad one."""
     port = _int(env, Env.PORT, 8080, 1, 65535)
@@ -353,6 +367,7 @@ def load_settings(env: Mapping[str, str]) -> ServerSettings:
         )
 
     return ServerSettings(
+        admin_emails=_admin_emails(env),
         host=host,
         port=port,
         workers=workers,
@@ -366,4 +381,7 @@ def load_settings(env: Mapping[str, str]) -> ServerSettings:
         iap_jwks_url=jwks_url,
         pool=pool,
         signing_service_account=signer,
+        # How long `serve` retries an unreachable database at start (Direct VPC egress can take
+        # a minute or more to connect); the startup probe's budget must exceed it.
+        db_wait_seconds=_int(env, Env.DB_WAIT_SECONDS, 120, 0, 600),
     )

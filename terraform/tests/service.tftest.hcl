@@ -168,6 +168,46 @@ run "admins_need_a_kind_prefix" {
   expect_failures = [var.web_app_admins]
 }
 
+run "people_reach_the_service_from_code_only_through_an_allowlisted_client" {
+  command = apply
+  module {
+    source = "./modules/service"
+  }
+  variables {
+    iap_programmatic_clients = ["1234-desktop.apps.googleusercontent.com"]
+  }
+  assert {
+    condition     = google_iap_settings.programmatic_clients[0].name == "projects/123456789012/iap_web/cloud_run-europe-west1/services/mlflow"
+    error_message = "the IAP settings must be those of the Cloud Run service"
+  }
+  assert {
+    condition     = tolist(google_iap_settings.programmatic_clients[0].access_settings[0].oauth_settings[0].programmatic_clients) == tolist(["1234-desktop.apps.googleusercontent.com"])
+    error_message = "the desktop client must be allowlisted for programmatic access"
+  }
+}
+
+run "no_programmatic_clients_leaves_iap_settings_alone" {
+  command = plan
+  module {
+    source = "./modules/service"
+  }
+  assert {
+    condition     = length(google_iap_settings.programmatic_clients) == 0
+    error_message = "without programmatic clients no IAP settings are managed"
+  }
+}
+
+run "programmatic_clients_must_be_oauth_client_ids" {
+  command = plan
+  module {
+    source = "./modules/service"
+  }
+  variables {
+    iap_programmatic_clients = ["alice@example.com"]
+  }
+  expect_failures = [var.iap_programmatic_clients]
+}
+
 run "the_runtime_account_gets_exactly_what_it_needs" {
   command = apply
   module {

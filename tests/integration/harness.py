@@ -124,6 +124,8 @@ class Stack:
             "CORS_ALLOWED_ORIGINS": f"http://{proxy_host}",
             "SIGNING_SERVICE_ACCOUNT": RUNTIME_SA,
             "GOOGLE_CLOUD_PROJECT": PROJECT,
+            # What the deployer passes when web_app_admins is empty: the deploying owner.
+            "ADMIN_EMAILS": "owner@example.com",
         }
         names = terraform_env_names()
         missing = [n for n in names if n not in values]

@@ -20,6 +20,8 @@ REGION = "us-central1"
 SERVICE = "mlflow"
 AUDIENCE = f"/projects/{PROJECT_NUMBER}/locations/{REGION}/services/{SERVICE}"
 BUCKET = "test-project-mlflow-artifacts"
+# The one member allowed destructive calls (ADMIN_EMAILS).
+ADMIN_EMAIL = "admin@example.com"
 # Every character that breaks a hand-built database URI.
 DB_PASSWORD = "p@ss:w/rd?#%&x=y+z 1"
 
@@ -53,6 +55,7 @@ class CloudStack:
                 "DB_MAX_CONNECTIONS": "50",
                 "MAX_INSTANCES": "2",
                 "STORAGE_EMULATOR_HOST": self.gcs.url,
+                "ADMIN_EMAILS": ADMIN_EMAIL,
             }
         )
         env.update(overrides)

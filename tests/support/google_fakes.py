@@ -5,7 +5,9 @@ One loopback HTTP server plays:
   access tokens, identity (ID) tokens, project id;
 - the OAuth 2.0 token endpoint (a key file's or ADC file's `token_uri`): JWT-bearer grants for
   service-account keys (access tokens, or ID tokens with `target_audience`), refresh-token grants
-  for user ADC;
+  for user ADC, and for installed-app (desktop) clients the authorization endpoint, the
+  authorization-code grant (with PKCE) and refresh grants that return an `id_token` whose `aud`
+  is the client ID, as Google does for the `openid email` scopes;
 - IAM Credentials (`signBlob`, `signJwt`, `generateIdToken`), with the token-creator permission
   checked per caller and target;
 - the public key sets: Google's ID-token certs and each service account's JWK set.
@@ -16,7 +18,9 @@ Every token is a real RS256 JWT signed with a real RSA key; tests verify them th
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
 import secrets
 import threading
 import time
@@ -28,9 +32,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from deployer import jose
+from tests.support import jws
 from tests.support.http import LocalHttpServer, Request, Response
 from tests.support.processes import base_env
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 GOOGLE_ISSUER = "https://accounts.google.com"
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 PROJECT_NUMBER = "123456789012"
@@ -80,6 +86,13 @@ class GoogleFakes:
         # refresh token -> user email (user ADC)
         self.refresh_tokens: dict[str, str] = {}
         self.metadata_account: str | None = None
+        # desktop OAuth clients: client id -> secret; who is signed in to the browser
+        self.oauth_clients: dict[str, str] = {}
+        self.browser_user: str | None = None
+        # authorization code -> (email, client id, PKCE challenge, redirect uri)
+        self.auth_codes: dict[str, tuple[str, str, str, str]] = {}
+        # refresh token -> (email, client id) for openid sign-ins
+        self.openid_refresh_tokens: dict[str, tuple[str, str]] = {}
         self.counters = Counters()
         self.fail_next: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -172,8 +185,13 @@ class GoogleFakes:
                 "GCE_METADATA_HOST": "127.0.0.1:9",
                 "GCE_METADATA_IP": "127.0.0.1:9",
                 "IAM_CREDENTIALS_ENDPOINT": self.url,
+                # no `deployer login` of the person running the tests leaks in
+                "MLFLOW_DEPLOYER_CONFIG_DIR": str(root / "deployer-config-empty"),
                 "DEPLOYER_TEST_GOOGLE_FAKES": self.url,
-                "PYTHONPATH": str(Path(__file__).with_name("google_endpoints")),
+                # the fixed endpoints' shim, then the tree under test (not an installed copy)
+                "PYTHONPATH": os.pathsep.join(
+                    [str(Path(__file__).with_name("google_endpoints")), str(REPO_ROOT)]
+                ),
             }
         )
         env.update(extra)
@@ -202,7 +220,7 @@ class GoogleFakes:
         now = int(time.time())
         with self._lock:
             self.counters.id_tokens += 1
-        return jose.sign(
+        return jws.sign(
             {
                 "iss": GOOGLE_ISSUER,
                 "aud": audience,
@@ -237,7 +255,14 @@ class GoogleFakes:
     def _route(self, req: Request) -> Response:
         if req.path == "/" or req.path.startswith("/computeMetadata/"):
             return self._metadata(req)
+        if req.path == "/o/oauth2/auth" and req.method == "GET":
+            return self._authorize(req)
         if req.path == "/token" and req.method == "POST":
+            form = {k: v[0] for k, v in parse_qs(req.body.decode()).items()}
+            if form.get("grant_type") == "authorization_code" or (
+                form.get("refresh_token") in self.openid_refresh_tokens
+            ):
+                return self._openid_token(form, req.headers.get("authorization", ""))
             return self._token(req)
         if req.path == "/sts/v1/token" and req.method == "POST":
             return self._sts(req)
@@ -248,14 +273,14 @@ class GoogleFakes:
         if req.path == "/oauth2/v3/certs":
             return Response(
                 200,
-                {"keys": [jose.jwk_from_public_key(self.google_key.public_key(), self.google_kid)]},
+                {"keys": [jws.jwk_from_public_key(self.google_key.public_key(), self.google_kid)]},
             )
         if req.path.startswith("/service_accounts/v1/jwk/"):
             sa = self.accounts.get(unquote(req.path.rsplit("/", 1)[1]))
             if sa is None:
                 return _error(404, "Not found", "NOT_FOUND")
             return Response(
-                200, {"keys": [jose.jwk_from_public_key(sa.key.public_key(), sa.key_id)]}
+                200, {"keys": [jws.jwk_from_public_key(sa.key.public_key(), sa.key_id)]}
             )
         return _error(404, f"no fake for {req.method} {req.path}", "NOT_FOUND")
 
@@ -331,11 +356,94 @@ class GoogleFakes:
             return Response(200, self._access_token(email))
         return Response(400, {"error": "unsupported_grant_type"})
 
+    # ----- installed-app sign-in (deployer login) -------------------------------------------
+    def oauth_client(self, client_id: str) -> str:
+        """Register a desktop OAuth client; return its secret."""
+        return self.oauth_clients.setdefault(client_id, "GOCSPX-" + secrets.token_urlsafe(18))
+
+    def user_id_token(self, email: str, client_id: str) -> str:
+        now = int(time.time())
+        with self._lock:
+            self.counters.id_tokens += 1
+        claims = {
+            "iss": GOOGLE_ISSUER,
+            "aud": client_id,
+            "azp": client_id,
+            "sub": str(abs(hash(email))),
+            "email": email,
+            "email_verified": True,
+            "iat": now,
+            "exp": now + self.id_token_lifetime,
+        }
+        return jws.sign(claims, self.google_key, self.google_kid)
+
+    def _authorize(self, req: Request) -> Response:
+        """The consent screen, already clicked through by `browser_user`: redirect with a code."""
+        q = {k: v[0] for k, v in req.query.items()}
+        scopes = set(q.get("scope", "").split())
+        if q.get("client_id") not in self.oauth_clients or self.browser_user is None:
+            return Response(400, "Error 401: invalid_client")
+        if not {"openid", "https://www.googleapis.com/auth/userinfo.email"} <= scopes:
+            return Response(400, "Error 400: invalid_scope")
+        if q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
+            return Response(400, "Error 400: PKCE required for installed apps")
+        code = "4/0A" + secrets.token_urlsafe(24)
+        self.auth_codes[code] = (
+            self.browser_user,
+            q["client_id"],
+            q["code_challenge"],
+            q.get("redirect_uri", ""),
+        )
+        sep = "&" if "?" in q.get("redirect_uri", "") else "?"
+        location = f"{q.get('redirect_uri')}{sep}code={code}&state={q.get('state', '')}&scope="
+        location += "+".join(sorted(scopes))
+        return Response(302, "", {"Location": location})
+
+    def _openid_token(self, form: dict[str, str], authorization: str) -> Response:
+        if authorization.startswith("Basic "):  # client_secret_basic, as requests-oauthlib sends
+            basic = base64.b64decode(authorization[len("Basic ") :]).decode()
+            form["client_id"], _, form["client_secret"] = (unquote(p) for p in basic.partition(":"))
+        client_id = form.get("client_id", "")
+        if self.oauth_clients.get(client_id) != form.get("client_secret"):
+            return Response(401, {"error": "invalid_client", "error_description": "Unauthorized"})
+        if form.get("grant_type") == "authorization_code":
+            entry = self.auth_codes.pop(form.get("code", ""), None)
+            verifier = form.get("code_verifier", "").encode()
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest())
+            if (
+                entry is None
+                or entry[1] != client_id
+                or challenge.rstrip(b"=").decode() != entry[2]
+                or form.get("redirect_uri") != entry[3]
+            ):
+                return Response(400, {"error": "invalid_grant", "error_description": "Bad Request"})
+            email = entry[0]
+            refresh = "1//0" + secrets.token_urlsafe(32)
+            self.openid_refresh_tokens[refresh] = (email, client_id)
+            extra = {"refresh_token": refresh, "refresh_token_expires_in": 604799}
+        else:
+            email, owner = self.openid_refresh_tokens[form["refresh_token"]]
+            if owner != client_id:
+                return Response(400, {"error": "unauthorized_client"})
+            extra = {}
+        return Response(
+            200,
+            {
+                **self._access_token(email),
+                **extra,
+                "scope": "https://www.googleapis.com/auth/userinfo.email openid",
+                "id_token": self.user_id_token(email, client_id),
+            },
+        )
+
+    def revoke(self, refresh_token: str) -> None:
+        self.openid_refresh_tokens.pop(refresh_token, None)
+
     # ----- Workload Identity Federation (GitHub Actions) -------------------------------------
     def github_oidc_token(self, repository: str, audience: str) -> str:
         """What GitHub Actions hands a job with `id-token: write`."""
         now = int(time.time())
-        return jose.sign(
+        return jws.sign(
             {
                 "iss": GITHUB_ISSUER,
                 "aud": audience,
@@ -438,12 +546,12 @@ class GoogleFakes:
                 200,
                 {
                     "keyId": sa.key_id,
-                    "signedJwt": jose.sign(json.loads(body["payload"]), sa.key, sa.key_id),
+                    "signedJwt": jws.sign(json.loads(body["payload"]), sa.key, sa.key_id),
                 },
             )
         with self._lock:
             self.counters.sign_blob += 1
-        signature = jose.sign_bytes(base64.b64decode(body["payload"]), sa.key)
+        signature = jws.sign_bytes(base64.b64decode(body["payload"]), sa.key)
         return Response(
             200, {"keyId": sa.key_id, "signedBlob": base64.b64encode(signature).decode()}
         )

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
 from mlflow.tracking.request_header.registry import _request_header_provider_registry
 
-from deployer import jose
 from deployer.server.settings import IAP_ISSUER
+from tests.support import jws
 from tests.support.http import LocalHttpServer, Request, Response
 
 JWKS_PATH = "/iap/verify/public_key-jwk"
@@ -42,7 +42,7 @@ class IapKeys:
             200,
             {
                 "keys": [
-                    jose.jwk_from_public_key(k.public_key(), kid) for kid, k in self.keys.items()
+                    jws.jwk_from_public_key(k.public_key(), kid) for kid, k in self.keys.items()
                 ]
             },
         )
@@ -77,7 +77,7 @@ class IapKeys:
             "email": email,
             "hd": email.split("@")[1],
         }
-        return jose.sign(claims, key or self.keys[kid], kid)
+        return jws.sign(claims, key or self.keys[kid], kid)
 
     def close(self) -> None:
         self.server.close()

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import requests
 
 from deployer import jose
+from tests.support import jws
 from tests.support.google_fakes import GOOGLE_ISSUER, GoogleFakes
 from tests.support.http import LocalHttpServer, Request, Response
 from tests.support.iap_keys import IapKeys
@@ -45,6 +46,10 @@ class IapProxy:
         self.keys = keys
         self.fakes = fakes
         self.members = set(members)
+        # OAuth client IDs allowlisted for programmatic access (google_iap_settings ->
+        # access_settings.oauth_settings.programmatic_clients): a person's Google ID token for
+        # one of them is accepted as that person.
+        self.programmatic_clients: set[str] = set()
         self.leeway = leeway
         self.outcomes: Counter[str] = Counter()
         self.identities: Counter[str] = Counter()
@@ -58,14 +63,14 @@ class IapProxy:
 
     def identify(self, token: str) -> str:
         """The verified identity behind a bearer token, or TokenError saying why not."""
-        header = jose.parse(token).header
-        claims = jose.parse(token).claims
+        header = jws.parse(token).header
+        claims = jws.parse(token).claims
         if claims.get("iss") == GOOGLE_ISSUER:
             verified = jose.verify(
                 token,
                 self.fakes.google_public_key,
                 algorithms=["RS256"],
-                audience=self._audiences(),
+                audience=self._audiences() | self.programmatic_clients,
                 issuers=[GOOGLE_ISSUER],
                 leeway=self.leeway,
             )
@@ -104,7 +109,7 @@ class IapProxy:
             return self._deny(401, "no token")
         try:
             email = self.identify(auth[len("Bearer ") :])
-        except (jose.TokenError, KeyError, TypeError) as e:
+        except (jose.TokenError, KeyError, TypeError, ValueError) as e:
             return self._deny(401, f"invalid token: {e}")
         if not self._allowed(email):
             return self._deny(403, f"{email} is not a member")

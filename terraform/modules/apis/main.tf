@@ -15,6 +15,8 @@ locals {
     # Terraform reads the project (data.google_project) and IAM through Resource Manager.
     "cloudresourcemanager.googleapis.com",
     "storage.googleapis.com",
+    # The sleeping database's schedule (modules/sleep); enabling an API costs nothing.
+    "cloudscheduler.googleapis.com",
   ], var.extra_services))
 }
 

@@ -103,6 +103,12 @@ resource "google_sql_database_instance" "this" {
       hour = 4
     }
   }
+
+  lifecycle {
+    # The sleeping database (modules/sleep, deployer/server/wake.py) stops and starts the
+    # instance through the Admin API: an apply must not undo either.
+    ignore_changes = [settings[0].activation_policy]
+  }
 }
 
 resource "google_sql_database" "mlflow" {

@@ -28,6 +28,10 @@ locals {
     GOOGLE_CLOUD_PROJECT      = var.project_id
     # Bare emails of the MLflow administrators (IAM members without their kind prefix).
     ADMIN_EMAILS = join(",", [for m in var.web_app_admins : split(":", m)[1]])
+    # The sleeping database (deployer/server/wake.py): 0 = never; otherwise the server records
+    # its last request in this object and wakes the instance when a request finds it stopped.
+    DB_SLEEP_AFTER_MINUTES = tostring(var.db_sleep_after_minutes)
+    LAST_REQUEST_OBJECT    = var.db_sleep_after_minutes > 0 ? "gs://${var.bucket_name}/${var.last_request_object}" : ""
   }
 
   # One container spec for the service and the migration job, so the two can never disagree
@@ -299,4 +303,21 @@ resource "google_cloud_run_v2_service_iam_member" "iap_invoker" {
   name     = google_cloud_run_v2_service.mlflow.name
   role     = "roles/run.invoker"
   member   = local.iap_service_agent
+}
+
+# Programmatic access for people, not only service accounts. IAP's Google-managed OAuth client
+# accepts a person's ID token from a program only when it was issued to an OAuth client
+# allowlisted here (https://cloud.google.com/iap/docs/authentication-howto, "Authenticating from
+# a desktop app"; IapSettings.accessSettings.oauthSettings.programmaticClients). The clients are
+# created once in the console: the OAuth admin API that created them was shut down in 2026.
+resource "google_iap_settings" "programmatic_clients" {
+  count = length(var.iap_programmatic_clients) > 0 ? 1 : 0
+  # The IAP resource of a Cloud Run service (with an underscore: `cloud_run-REGION`).
+  name = "projects/${var.project_number}/iap_web/cloud_run-${var.region}/services/${google_cloud_run_v2_service.mlflow.name}"
+
+  access_settings {
+    oauth_settings {
+      programmatic_clients = var.iap_programmatic_clients
+    }
+  }
 }

@@ -47,6 +47,16 @@ variable "web_app_admins" {
   }
 }
 
+variable "iap_programmatic_clients" {
+  type        = list(string)
+  description = "OAuth client IDs (Desktop app clients created once in the console) that IAP allowlists for programmatic access: a person's Google ID token issued to one of them reaches the service as that person (`deployer login`). Empty: IAP's settings are left alone."
+  default     = []
+  validation {
+    condition     = alltrue([for c in var.iap_programmatic_clients : can(regex("^[0-9]+-[a-z0-9]+\\.apps\\.googleusercontent\\.com$", c))])
+    error_message = "Each programmatic client must be an OAuth client ID such as 1234-abcd.apps.googleusercontent.com."
+  }
+}
+
 variable "image" {
   type        = string
   description = "The server image, REGION-docker.pkg.dev/PROJECT/REPO/mlflow-server:TAG (or @sha256:…)."
@@ -153,4 +163,20 @@ variable "labels" {
   type        = map(string)
   description = "Labels for the service, job and revisions."
   default     = {}
+}
+
+variable "db_sleep_after_minutes" {
+  type        = number
+  description = "Minutes without a request after which the database is stopped; 0 = never. The server wakes it on the next request."
+  default     = 0
+  validation {
+    condition     = var.db_sleep_after_minutes == 0 || (var.db_sleep_after_minutes >= 15 && var.db_sleep_after_minutes <= 10080)
+    error_message = "db_sleep_after_minutes must be 0 (never) or between 15 and 10080 (a week)."
+  }
+}
+
+variable "last_request_object" {
+  type        = string
+  description = "Object (in bucket_name) the server touches, at most once a minute, with the time of its last request."
+  default     = "_deployer/last-request"
 }

@@ -1,7 +1,9 @@
 """A stand-in `gcloud` for deployer tests: records its argv and answers in gcloud's formats.
 
 State lives in $FAKE_CLOUD_DIR (buckets, images, job runs); $FAKE_CLI_LOG gets one JSON line
-per call. $FAKE_PROJECT is the one project that exists; $FAKE_BILLING=off turns billing off.
+per call. $FAKE_PROJECT is the one project that exists; $FAKE_BILLING=off turns billing off;
+$FAKE_LOGGED_OUT=1 is a machine nobody logged in on; $FAKE_ORG_DOMAIN names the project's
+organisation (empty: none); buckets listed in $FAKE_FOREIGN_BUCKETS belong to another project.
 """
 
 import json
@@ -43,11 +45,50 @@ def flag(name: str, default=None):
     return default
 
 
+PROJECT_NUMBER = "123456789012"
+LOGGED_OUT = os.environ.get("FAKE_LOGGED_OUT") == "1"
+NO_ADC = (
+    "ERROR: (gcloud.auth.application-default.print-access-token) Your default credentials were "
+    "not found. To set up Application Default Credentials, see "
+    "https://cloud.google.com/docs/authentication/external/set-up-adc for more information."
+)
+
+
+def logged_out(cmd: str) -> bool:
+    """gcloud's answers on a machine nobody logged in on (True when it answered)."""
+    if cmd.startswith("auth list"):
+        print("[]")
+    elif cmd.startswith("auth application-default"):
+        print(NO_ADC, file=sys.stderr)
+        sys.exit(1)
+    elif not cmd.startswith("version"):
+        fail(
+            "(gcloud) You do not currently have an active account selected. Please run:\n\n"
+            "  $ gcloud auth login"
+        )
+    return not cmd.startswith("version")
+
+
+def organisation(args: list[str]) -> None:
+    domain = os.environ.get("FAKE_ORG_DOMAIN", "example.com")
+    if args[:2] == ["projects", "get-ancestors"]:
+        ancestors = [{"id": PROJECT, "type": "project"}]
+        if domain:
+            ancestors.append({"id": "555", "type": "organization"})
+        print(json.dumps(ancestors))
+    else:
+        print(json.dumps({"displayName": domain, "name": "organizations/555"}))
+
+
 def main() -> None:
     record("gcloud")
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     cmd = " ".join(args[:3])
-    if args[:1] == ["version"]:
+    if LOGGED_OUT and logged_out(cmd):
+        return
+    if args[:2] in (["projects", "get-ancestors"], ["organizations", "describe"]):
+        organisation(args)
+    elif args[:1] == ["version"]:
         print(json.dumps({"Google Cloud SDK": "528.0.0", "bq": "2.1.17", "core": "2025.06.20"}))
     elif cmd.startswith("auth list"):
         print(json.dumps([{"account": "owner@example.com", "status": "ACTIVE"}]))
@@ -65,7 +106,7 @@ def main() -> None:
             json.dumps(
                 {
                     "projectId": PROJECT,
-                    "projectNumber": "123456789012",
+                    "projectNumber": PROJECT_NUMBER,
                     "lifecycleState": "ACTIVE",
                     "name": "Acme ML",
                 }
@@ -97,9 +138,18 @@ def main() -> None:
         print(json.dumps([{"config": {"name": "compute.googleapis.com"}, "state": "ENABLED"}]))
     elif cmd.startswith("storage buckets describe"):
         buckets = load("buckets", {})
-        if args[3] not in buckets:
+        foreign = args[3][5:] in os.environ.get("FAKE_FOREIGN_BUCKETS", "").split(",")
+        if args[3] not in buckets and not foreign:
             fail(f"(gcloud.storage.buckets.describe) {args[3]} not found: 404.")
-        print(json.dumps({"name": args[3][5:], "versioning_enabled": buckets[args[3]]}))
+        print(
+            json.dumps(
+                {
+                    "name": args[3][5:],
+                    "project_number": "999999999999" if foreign else PROJECT_NUMBER,
+                    "versioning_enabled": buckets.get(args[3], True),
+                }
+            )
+        )
     elif cmd.startswith("storage buckets create"):
         buckets = load("buckets", {})
         buckets[args[3]] = False
@@ -184,6 +234,22 @@ def main() -> None:
                     },
                 }
             )
+        )
+    elif cmd.startswith("sql instances describe"):
+        # Activation policies in $FAKE_CLOUD_DIR/sql.json; a stopped instance stays RUNNABLE.
+        policy = load("sql", {}).get(args[3], "ALWAYS")
+        print(
+            json.dumps(
+                {"name": args[3], "state": "RUNNABLE", "settings": {"activationPolicy": policy}}
+            )
+        )
+    elif cmd.startswith("sql instances patch"):
+        sql = load("sql", {})
+        sql[args[3]] = flag("--activation-policy")
+        save("sql", sql)
+        print(
+            f"Patching Cloud SQL instance...done.\nUpdated [.../instances/{args[3]}].",
+            file=sys.stderr,
         )
     else:
         fail(f"fake gcloud does not know: {' '.join(sys.argv[1:])}", 2)

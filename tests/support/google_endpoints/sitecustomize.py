@@ -6,6 +6,7 @@ calls iamcredentials.googleapis.com (module constants). With DEPLOYER_TEST_GOOGL
 fake's base URL, those constants point there instead. Nothing of this ships in the package.
 """
 
+import contextlib
 import os
 
 
@@ -23,10 +24,15 @@ def point_google_auth_at(base: str, setattr_=setattr) -> None:
     setattr_(iam, "_IAM_SIGNJWT_ENDPOINT", accounts + ":signJwt")
     setattr_(iam, "_IAM_IDTOKEN_ENDPOINT", accounts + ":generateIdToken")
     setattr_(external, "_CLOUD_RESOURCE_MANAGER", f"{base}/v1/projects/")
+    from deployer import user_login
+
+    setattr_(user_login, "AUTH_URI", f"{base}/o/oauth2/auth")
+    setattr_(user_login, "TOKEN_URI", f"{base}/token")
 
 
 if os.environ.get("DEPLOYER_TEST_GOOGLE_FAKES"):
-    try:
+    # The fakes speak plain HTTP on loopback; oauthlib refuses that unless told.
+    os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    # A Python without google-auth (a tool's own venv) has nothing to point.
+    with contextlib.suppress(ImportError):
         point_google_auth_at(os.environ["DEPLOYER_TEST_GOOGLE_FAKES"])
-    except ImportError:  # a Python without google-auth (a tool's own venv): nothing to point
-        pass

@@ -1,0 +1,148 @@
+"""The images Cloud Run would start, ours and stock, measured side by side with podman.
+
+Ours is image/Dockerfile; stock is the same base with `pip install mlflow==` our pin, started
+as MLflow's documentation starts it (`mlflow server --host 0.0.0.0 --port $PORT`). Both are
+built through the twin's podman layer (tests/twin/podman.py: stand-in base image, builds cached
+by their inputs) and run as Cloud Run runs them, each on its own migrated SQLite file in a
+mounted folder. Measured: start to the first /health 200, image size, and the container's
+memory (PSS of its process tree) idle and under 8 clients searching.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from bench.run import REPO, Plan, Samples, concurrent_search, ratio_row
+from tests.twin import podman
+
+STOCK_DOCKERFILE = """\
+FROM {base}
+RUN python3 -m venv /opt/venv \\
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --quiet \\
+        "mlflow=={version}"
+ENV PATH="/opt/venv/bin:${{PATH}}" PORT=8080
+WORKDIR /tmp
+CMD ["sh", "-c", "exec mlflow server --host 0.0.0.0 --port \\"$PORT\\""]
+"""
+
+
+def mlflow_pin() -> str:
+    match = re.search(r"^mlflow==(\S+)$", (REPO / "constraints.txt").read_text(), re.M)
+    if match is None:
+        raise RuntimeError("constraints.txt pins no mlflow version")
+    return match.group(1)
+
+
+def stock_image() -> str:
+    base = podman.base_image_name()
+    context = Path(tempfile.mkdtemp(prefix="bench-stock-image-"))
+    (context / "Dockerfile").write_text(STOCK_DOCKERFILE.format(base=base, version=mlflow_pin()))
+    return podman.build_image(context, context / "Dockerfile", "localhost/bench/mlflow-stock:pin")
+
+
+def image_mib(ref: str) -> float:
+    return int(podman.podman("image", "inspect", "--format", "{{.Size}}", ref).stdout) / 2**20
+
+
+def container_pss_mib(name: str) -> float:
+    pid = int(podman.podman("container", "inspect", "--format", "{{.State.Pid}}", name).stdout)
+    root = psutil.Process(pid)
+    total = 0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            total += p.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total / 2**20
+
+
+def _migrated_sqlite(folder: Path, name: str) -> str:
+    """A migrated SQLite file in `folder` (mounted at /data); its URI inside the container."""
+    folder.chmod(0o777)  # the image's user (uid 10001) writes there too
+    subprocess.run(
+        [sys.executable, "-m", "mlflow", "db", "upgrade", f"sqlite:///{folder / name}"],
+        check=True,
+        capture_output=True,
+    )
+    (folder / name).chmod(0o666)
+    return f"sqlite:////data/{name}"
+
+
+def run_env(kind: str, data: Path, jwks_url: str, audience: str) -> dict[str, str]:
+    uri = _migrated_sqlite(data, f"{kind}.db")
+    if kind == "stock":
+        return {
+            "MLFLOW_BACKEND_STORE_URI": uri,
+            "MLFLOW_ARTIFACTS_DESTINATION": "/data/artifacts",
+        }
+    return {
+        "BACKEND_STORE_URI": uri,
+        "ARTIFACTS_DESTINATION": "/data/artifacts",
+        "AUTH_MODE": "iap",
+        "IAP_AUDIENCE": audience,
+        "IAP_JWKS_URL": jwks_url,
+    }
+
+
+def measure_image(
+    kind: str, image: str, env: dict[str, str], headers: dict[str, str], plan: Plan, data: Path
+) -> Samples:
+    out = Samples()
+    out.add("image", image_mib(image))
+    for i in range(plan.repeats):
+        name = f"bench-{kind}-{i}"
+        port = podman_free_port()
+        container = podman.run_container(
+            image, name=name, env=env, port=port, volumes={data: "/data"}
+        )
+        with container:
+            out.add("start", container.wait_healthy(timeout=180))
+            if i == 0:
+                out.add("idle", container_pss_mib(name))
+                concurrent_search(container.url, headers, "experiments", plan.seconds)
+                out.add("load", container_pss_mib(name))
+    return out
+
+
+def podman_free_port() -> int:
+    from tests.support.processes import free_port
+
+    return free_port()
+
+
+CONTAINER_MEASURES = (
+    ("container cold start to first /health 200", "start", "s", "<= 0.5x", False, 0.5),
+    ("image size", "image", "MiB", "<= 0.7x", False, 0.7),
+    ("container memory, idle", "idle", "MiB", "", False, None),
+    ("container memory, 8 clients searching", "load", "MiB", "", False, None),
+)
+
+
+def container_rows(plan: Plan, assertion: Callable[[], str], jwks_url: str, audience: str):
+    """The container rows, or ([], [why not]) where podman or its tools are missing here."""
+    try:
+        podman.ensure_tools()
+        images = {"ours": podman.server_image(), "stock": stock_image()}
+    except podman.PodmanError as e:
+        return [], [f"Container rows not measured: {e}"]
+    results = {}
+    for kind, image in images.items():
+        data = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-data-"))
+        env = run_env(kind, data, jwks_url, audience)
+        headers = {"x-goog-iap-jwt-assertion": assertion()} if kind == "ours" else {}
+        results[kind] = measure_image(kind, image, env, headers, plan, data)
+    rows = [ratio_row(m, results["ours"], results["stock"]) for m in CONTAINER_MEASURES]
+    notes = [
+        "Containers: image/Dockerfile vs the same base with `pip install mlflow=="
+        + mlflow_pin()
+        + "` (`mlflow server --host 0.0.0.0 --port $PORT`), run with podman as Cloud Run runs "
+        "them, each on a migrated SQLite file; memory is the PSS of the container's processes."
+    ]
+    return rows, notes

@@ -1,0 +1,119 @@
+"""Fidelity: does our server pass every MLflow REST test that stock `mlflow server` passes?
+
+Runs MLflow's own `tests/tracking/test_rest_tracking.py`, from a checkout of MLflow's
+repository given by path (never copied into this repository), twice: once against stock
+`mlflow server` and once against our entrypoint behind the IAP check, each started as its own
+process per test by `bench/fidelity_plugin.py`. Prints one line:
+
+    stock-passing REST tests that pass on ours: N of M
+
+and the tests that pass on stock and fail on ours. Get a checkout with, for example,
+`git clone --filter=blob:none --sparse https://github.com/mlflow/mlflow && git -C mlflow
+sparse-checkout set tests` (any commit whose tests run against the installed MLflow).
+
+    python -m bench.fidelity MLFLOW_CHECKOUT [-k EXPR] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_FILE = "tests/tracking/test_rest_tracking.py"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    passed: frozenset[str]
+    failed: frozenset[str]
+
+
+def _outcomes(junit: Path) -> Outcome:
+    passed, failed = set(), set()
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        tags = {child.tag for child in case}
+        if "skipped" in tags:
+            continue
+        (failed if tags & {"failure", "error"} else passed).add(name)
+    return Outcome(frozenset(passed), frozenset(failed))
+
+
+def run_suite(checkout: Path, kind: str, select: str | None, timeout: int = 300) -> Outcome:
+    """MLflow's REST test file against one server kind; the per-test outcomes."""
+    junit = Path(tempfile.mkstemp(prefix=f"fidelity-{kind}-", suffix=".xml")[1])
+    argv = [sys.executable, "-m", "pytest", TEST_FILE, "-p", "bench.fidelity_plugin", "-q"]
+    argv += ["-p", "no:cacheprovider", f"--junitxml={junit}", "-o", f"timeout={timeout}"]
+    if select:
+        argv += ["-k", select]
+    env = dict(os.environ, FIDELITY_SERVER=kind)
+    # The checkout's own `tests` package must win over ours: it goes first on the path.
+    env["PYTHONPATH"] = os.pathsep.join([str(checkout), str(REPO)])
+    subprocess.run(argv, cwd=checkout, env=env, stdout=subprocess.DEVNULL, check=False)
+    try:
+        return _outcomes(junit)
+    finally:
+        junit.unlink(missing_ok=True)
+
+
+# Tests that assert what ours changes on purpose, and why; listed apart, still counted as misses.
+_STAMPED = "identity stamping: a run's user is the verified IAP email, not what the client sends"
+BY_DESIGN = {
+    "test_create_run_all_args": _STAMPED,
+    "test_create_run_defaults": _STAMPED,
+}
+
+
+def by_design(name: str) -> str | None:
+    test = name.split("::")[-1].split("[")[0]
+    return BY_DESIGN.get(test)
+
+
+def compare(stock: Outcome, ours: Outcome) -> tuple[int, int, list[str]]:
+    """(stock-passing tests that pass on ours, stock-passing tests, those that do not)."""
+    missing = sorted(stock.passed - ours.passed)
+    return len(stock.passed) - len(missing), len(stock.passed), missing
+
+
+def fidelity(checkout: Path, select: str | None = None) -> tuple[int, int, list[str]]:
+    if not (checkout / TEST_FILE).is_file():
+        raise SystemExit(f"bench.fidelity: no {TEST_FILE} in {checkout}: give MLflow's repo")
+    stock = run_suite(checkout, "stock", select)
+    ours = run_suite(checkout, "ours", select)
+    return compare(stock, ours)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkout", type=Path, nargs="?", help="a checkout of MLflow's repository")
+    parser.add_argument("-k", dest="select", help="pytest -k expression (a subset)")
+    parser.add_argument(
+        "--junit",
+        nargs=2,
+        type=Path,
+        metavar=("STOCK_XML", "OURS_XML"),
+        help="Compare two finished runs' JUnit files instead of running the suites.",
+    )
+    args = parser.parse_args(argv)
+    if args.junit:
+        ok, total, missing = compare(_outcomes(args.junit[0]), _outcomes(args.junit[1]))
+    elif args.checkout is not None:
+        ok, total, missing = fidelity(args.checkout.resolve(), args.select)
+    else:
+        parser.error("give an MLflow checkout, or --junit STOCK_XML OURS_XML")
+    print(f"stock-passing REST tests that pass on ours: {ok} of {total}")
+    for name in missing:
+        why = by_design(name)
+        print(f"  passes on stock, fails on ours: {name}" + (f" (by design: {why})" if why else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
