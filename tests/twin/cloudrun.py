@@ -289,6 +289,7 @@ def execute(ctx: Context, job: dict, execution: str, timeout: float = 600) -> No
         volumes=mounts,
         timeout=timeout,
         name=f"twin-{ctx.project_id}-{execution}",
+        command=container.get("command") or None,
     )
     with ctx.twin.transaction() as d:
         d["executions"].append(

@@ -279,7 +279,61 @@ def sql_describe(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
                     "settings": {"activationPolicy": policy, "tier": settings.get("tier")},
                 }
             )
-    return fail("(gcloud.sql.instances.describe) HTTPError 404: The Cloud SQL instance does not exist.")
+    return fail(
+        "(gcloud.sql.instances.describe) HTTPError 404: The Cloud SQL instance does not exist."
+    )
+
+
+ORGANISATION = {"id": "555", "domain": "twin.example.com"}
+
+
+def get_ancestors(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
+    """The twin project sits in an organisation whose domain its members share."""
+    if (err := _project_guard(ctx, flags, words[2])) is not None:
+        return err
+    return out(
+        [
+            {"id": ctx.project_id, "type": "project"},
+            {"id": ORGANISATION["id"], "type": "organization"},
+        ]
+    )
+
+
+def organization_describe(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
+    return out(
+        {"displayName": ORGANISATION["domain"], "name": f"organizations/{ORGANISATION['id']}"}
+    )
+
+
+def vpc_peerings_list(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
+    """Private services connections of a network (gcloud services vpc-peerings list)."""
+    network = flags.get("network", "")
+    found = []
+    for c in st.resources(ctx.doc(), "google_service_networking_connection").values():
+        if str(c.get("network", "")).rsplit("/", 1)[-1] == network:
+            found.append(
+                {
+                    "network": f"projects/{ctx.number}/global/networks/{network}",
+                    "peering": c.get("peering"),
+                    "reservedPeeringRanges": c.get("reserved_peering_ranges") or [],
+                    "service": "services/servicenetworking.googleapis.com",
+                }
+            )
+    return out(found)
+
+
+def peerings_delete(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
+    network = flags.get("network", "")
+    with ctx.twin.transaction() as doc:
+        peerings = doc.setdefault("peerings", {}).get(network, [])
+        if words[4] not in peerings:
+            return fail(
+                f"(gcloud.compute.networks.peerings.delete) Could not fetch resource: - The "
+                f"peering '{words[4]}' was not found in network '{network}'."
+            )
+        peerings.remove(words[4])
+    print(f"Updated [.../global/networks/{network}].", file=sys.stderr)
+    return 0
 
 
 COMMANDS: dict[str, Command] = {
@@ -297,6 +351,10 @@ COMMANDS: dict[str, Command] = {
     "run services describe": services_describe,
     "sql instances patch": sql_patch,
     "sql instances describe": sql_describe,
+    "projects get-ancestors": get_ancestors,
+    "organizations describe": organization_describe,
+    "services vpc-peerings list": vpc_peerings_list,
+    "compute networks peerings": peerings_delete,
 }
 
 

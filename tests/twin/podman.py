@@ -535,6 +535,7 @@ def run_to_completion(
     user: str | None = None,
     network: str = "host",
     tail: int = 50,
+    command: Sequence[str] | None = None,
 ) -> tuple[int, str]:
     """Run a task to its end as a Cloud Run job's task: (exit code, last log lines).
 
@@ -542,7 +543,14 @@ def run_to_completion(
     """
     name = name or f"twin-task-{os.getpid()}-{time.monotonic_ns()}"
     container = run_container(
-        image, name=name, env=env or {}, args=args, volumes=volumes, user=user, network=network
+        image,
+        name=name,
+        env=env or {},
+        args=args,
+        volumes=volumes,
+        user=user,
+        network=network,
+        command=command,
     )
     with container:
         note = ""

@@ -414,6 +414,16 @@ class Network(Behaviour):
         s["self_link"] = f"https://www.googleapis.com/compute/v1/{s['id']}"
         s["network_id"] = s.get("network_id") or _digits(s["id"], 19)
 
+    def deleting(self, ctx: Context, s: dict) -> None:
+        # A network with a VPC peering cannot be deleted
+        # (https://cloud.google.com/vpc/docs/using-vpc-peering#deleting-peering).
+        peerings = ctx.doc().get("peerings", {}).get(s["name"]) or []
+        if self.kind == "google_compute_network" and peerings:
+            raise CloudError(
+                f"Error waiting for Deleting Network: The network resource '{s['id']}' is "
+                f"already being used by peering '{peerings[0]}'. Remove the peering first."
+            )
+
 
 @register("google_compute_subnetwork")
 class Subnetwork(Behaviour):
@@ -451,6 +461,15 @@ class PrivateServicesConnection(Behaviour):
         s["id"] = f"{s['network'].replace('/', '%2F')}:{s['service']}"
         s["peering"] = "servicenetworking-googleapis-com"
 
+    def deleting(self, ctx: Context, s: dict) -> None:
+        # ABANDON leaves the peering in the network; otherwise the connection goes with it.
+        if s.get("deletion_policy") != "ABANDON":
+            network = str(s["network"]).rsplit("/", 1)[-1]
+            with ctx.twin.transaction() as doc:
+                peerings = doc.setdefault("peerings", {}).get(network, [])
+                if s["peering"] in peerings:
+                    peerings.remove(s["peering"])
+
     def created(self, ctx: Context, s: dict, config: dict) -> None:
         # One connection per network and service: a second CreateConnection with other
         # ranges is refused (https://cloud.google.com/vpc/docs/configure-private-services-access
@@ -464,6 +483,11 @@ class PrivateServicesConnection(Behaviour):
                     "message: Cannot modify allocated ranges in CreateConnection. Please use "
                     "UpdateConnection."
                 )
+        network = str(s["network"]).rsplit("/", 1)[-1]
+        with ctx.twin.transaction() as doc:
+            peerings = doc.setdefault("peerings", {}).setdefault(network, [])
+            if s["peering"] not in peerings:
+                peerings.append(s["peering"])
 
 
 @register("google_vpc_access_connector")
