@@ -565,3 +565,11 @@ def test_the_client_plugin_waits_out_the_wake(monkeypatch):
             mlflow_auth.IapAuthProvider().get_auth()
     finally:
         server.close()
+
+
+def test_domain_scoped_projects_are_understood_as_the_server_settings_understand_them():
+    """settings.py accepts example.com:proj:REGION:INSTANCE; the wake must not refuse it."""
+    assert wake.parse_connection_name("p-1:us-central1:db") == ("p-1", "db")
+    assert wake.parse_connection_name("example.com:p-1:us-central1:db") == ("example.com:p-1", "db")
+    with pytest.raises(ValueError, match="PROJECT:REGION:INSTANCE"):
+        wake.parse_connection_name("p-1:db")

@@ -278,12 +278,15 @@ class AsgiWake:
 
 
 def parse_connection_name(connection_name: str) -> tuple[str, str]:
+    """(project, instance). A domain-scoped project's name has a colon of its own
+    (example.com:proj:REGION:INSTANCE, which settings.py accepts too); the Admin API takes that
+    project ID whole."""
     parts = connection_name.split(":")
-    if len(parts) != 3 or not all(parts):
+    if len(parts) not in (3, 4) or not all(parts):
         raise ValueError(
             f"CLOUD_SQL_CONNECTION_NAME={connection_name!r} is not PROJECT:REGION:INSTANCE"
         )
-    return parts[0], parts[2]
+    return ":".join(parts[:-2]), parts[-1]
 
 
 def sleep_from_env(env: Mapping[str, str] | None = None) -> Sleep | None:

@@ -126,6 +126,10 @@ class Stack:
             "GOOGLE_CLOUD_PROJECT": PROJECT,
             # What the deployer passes when web_app_admins is empty: the deploying owner.
             "ADMIN_EMAILS": "owner@example.com",
+            # As Terraform sets them with db_sleep_after_minutes = 0: this stack's database
+            # never sleeps (tests/test_sleep.py covers the wake against a fake Admin API).
+            "DB_SLEEP_AFTER_MINUTES": "0",
+            "LAST_REQUEST_OBJECT": "",
         }
         names = terraform_env_names()
         missing = [n for n in names if n not in values]
