@@ -78,13 +78,18 @@ def token_environment(
     environment: str | None = None,
     root: Path | None = None,
 ) -> dict[str, str]:
-    """The plugin's environment for `deployer token`: flags first, then the environment, then
-    the outputs `deployer deploy` cached (when nothing else names a server)."""
+    """The plugin's environment for `deployer token`: flags first, then a named environment's
+    outputs, then the process environment, then the outputs `deployer deploy` cached (when
+    nothing else names a server). `--env B` in a shell set up for A mints for B, as A's account
+    is no member of B."""
     env = dict(environ)
-    wants_outputs = environment or not env.get("MLFLOW_TRACKING_URI")
-    if not audience and not env.get(ENV_AUDIENCE) and wants_outputs:
+    if environment and not audience:
+        outputs = deployed_outputs(environment, root)
+        env[ENV_AUDIENCE] = outputs["client_audience"]
+        env[ENV_SERVICE_ACCOUNT] = outputs["client_service_account"]
+    elif not audience and not env.get(ENV_AUDIENCE) and not env.get("MLFLOW_TRACKING_URI"):
         try:
-            outputs = deployed_outputs(environment, root)
+            outputs = deployed_outputs(None, root)
         except ClientEnvError:
             outputs = {}
         if outputs:

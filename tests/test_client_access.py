@@ -496,3 +496,32 @@ def test_without_the_allowlist_iap_refuses_a_personal_token(personal):
     token = user_login.PersonalTokenMinter(user_login.load(dirs[BOB] / "login.json")).mint()
     with pytest.raises(jose.TokenError, match="audience"):
         proxy.identify(token.token)
+
+
+def test_token_for_a_named_environment_uses_its_own_account_over_the_shell(tmp_path):
+    """`deployer token --env staging` in a shell set up for dev mints as staging's client
+    account for staging's audience (dev's account is no member of staging)."""
+    import json
+
+    from deployer import client_env
+
+    for name in ("dev", "staging"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "outputs.json").write_text(
+            json.dumps(
+                {
+                    "client_audience": f"https://mlflow-{name}-1.us-central1.run.app/*",
+                    "client_service_account": f"mlflow-{name}-log-pusher@p.iam.gserviceaccount.com",
+                }
+            )
+        )
+    shell = {
+        "MLFLOW_TRACKING_URI": "https://mlflow-dev-1.us-central1.run.app",
+        "MLFLOW_IAP_SERVICE_ACCOUNT": "mlflow-dev-log-pusher@p.iam.gserviceaccount.com",
+    }
+    env = client_env.token_environment(shell, environment="staging", root=tmp_path)
+    assert env["MLFLOW_IAP_AUDIENCE"] == "https://mlflow-staging-1.us-central1.run.app/*"
+    assert env["MLFLOW_IAP_SERVICE_ACCOUNT"].startswith("mlflow-staging-log-pusher@")
+    plain = client_env.token_environment(shell, root=tmp_path)
+    assert plain["MLFLOW_IAP_SERVICE_ACCOUNT"].startswith("mlflow-dev-log-pusher@")
