@@ -82,6 +82,15 @@ class FakeGcs:
         r.raise_for_status()
         return r.json().get("items", [])
 
+    def create_object(self, bucket: str, name: str, data: bytes) -> None:
+        r = requests.post(
+            f"{self.url}/upload/storage/v1/b/{bucket}/o",
+            params={"uploadType": "media", "name": name},
+            data=data,
+            timeout=30,
+        )
+        r.raise_for_status()
+
     def objects(self, bucket: str, prefix: str = "") -> dict[str, int]:
         """name -> size of every object under prefix."""
         out: dict[str, int] = {}

@@ -226,6 +226,10 @@ def changed_checkout(tmp: Path) -> Path:
 def test_an_upgrade_migrates_before_the_new_revision_serves(owner, dev, twin, tmp_path):
     before = owner.outputs("dev")
     runs = runs_in(owner, "dev")
+    # The database sleeps when the upgrade starts: the deploy wakes it, then migrates.
+    instance = before["cloud_sql_connection_name"].rsplit(":", 1)[-1]
+    _ok(owner.run("gcloud", "sql", "instances", "patch", instance, "--activation-policy=NEVER"))
+    assert not TwinPostgres(twin.state.root, "-", instance).running
     copy = changed_checkout(tmp_path)
     env = dict(owner.env, PYTHONPATH=owner.env["PYTHONPATH"].replace(str(REPO), str(copy)))
     done = subprocess.run(

@@ -333,3 +333,23 @@ def test_a_runtime_account_without_cloudsql_client_cannot_reach_the_database(twi
     )
     done = apply(twin, tmp_path / "noclient", body)
     failed_with(done, "failed to start and listen on the port", "notAuthorized")
+
+
+def test_a_bucket_with_objects_and_no_force_destroy_stays(twin, tmp_path):
+    folder = tmp_path / "bucket"
+    body = """
+resource "google_storage_bucket" "b" {
+  name          = "acme-twin-kept"
+  location      = "us-central1"
+  force_destroy = false
+  depends_on    = [google_project_service.on]
+}
+"""
+    done = apply(twin, folder, body, apis=(*APIS, "storage"))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    twin.gcs.create_object("acme-twin-kept", "artifacts/1/model.pkl", b"weights")
+    failed_with(
+        terraform_destroy(twin, folder),
+        "Error trying to delete bucket acme-twin-kept containing objects without `force_destroy`",
+    )
+    assert twin.gcs.read("acme-twin-kept", "artifacts/1/model.pkl") == b"weights"
