@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from deployer import vars as vars_file
+from deployer import limits
 from deployer.runner import Runner, ToolError
 from deployer.stack import (
     TERRAFORM_MIN_VERSION,
@@ -168,6 +169,28 @@ def check_apis(p: Probe) -> CheckResult:
     return CheckResult("APIs", True, detail or "all enabled")
 
 
+def check_region(p: Probe) -> CheckResult:
+    """The region against Cloud Run's live list (`gcloud run regions list`); the offline list in
+    limits.json already refused names neither service offers."""
+    region = p.settings["region"]
+    r = p.gcloud("run", "regions", "list", "--project", p.project, step="gcloud run regions list")
+    live = [x.get("locationId") for x in (r.json() or [])] if r.returncode == 0 else []
+    if not live:
+        return CheckResult(
+            "region", True, f"{region} (Cloud Run's live list could not be read)", warning=True
+        )
+    if region in live:
+        return CheckResult("region", True, f"{region} offers Cloud Run")
+    guess = limits.closest(region, live)
+    hint = f"did you mean {guess}? " if guess else ""
+    return CheckResult(
+        "region",
+        False,
+        f"Cloud Run does not offer {region} to this project",
+        f"{hint}set region in the vars file to one of: gcloud run regions list",
+    )
+
+
 def check_state_bucket(p: Probe) -> CheckResult:
     bucket = p.settings["state_bucket"]
     owner = state_bucket_owner(p.runner, bucket)
@@ -223,6 +246,7 @@ CHECKS: tuple[tuple[str, Check, bool], ...] = (
     ("billing", check_billing, False),
     ("permissions", check_roles, False),
     ("APIs", check_apis, False),
+    ("region", check_region, False),
     ("state bucket", check_state_bucket, False),
     ("members", check_members, False),
 )

@@ -577,6 +577,8 @@ def test_check_passes_and_says_what_apply_will_enable(world):
         ('project_id = "acme-other"', {}, "check project_id in the vars file"),
         ("", {"FAKE_BILLING": "off"}, "gcloud billing projects link acme-ml"),
         ("", {"FAKE_TF_VERSION": "1.5.7"}, "upgrade Terraform to 1.9.0 or newer"),
+        # A region in the offline table that Cloud Run's live list does not offer.
+        ("", {"FAKE_RUN_REGIONS": "us-central1,europe-west2"}, "did you mean europe-west2?"),
     ],
 )
 def test_check_names_each_failure_and_its_fix(world, change, env, needle):

@@ -287,6 +287,19 @@ def sql_describe(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
 ORGANISATION = {"id": "555", "domain": "twin.example.com"}
 
 
+def run_regions(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
+    """Cloud Run's regions, as `gcloud run regions list` prints them; the twin offers the ones
+    the deployer's own table lists (deployer/limits.json, dated, with its sources)."""
+    from deployer import limits
+
+    return out(
+        [
+            {"locationId": r, "name": f"projects/{ctx.project_id}/locations/{r}"}
+            for r in limits.regions()
+        ]
+    )
+
+
 def get_ancestors(ctx: Context, words: list[str], flags: dict[str, str]) -> int:
     """The twin project sits in an organisation whose domain its members share."""
     if (err := _project_guard(ctx, flags, words[2])) is not None:
@@ -352,6 +365,7 @@ COMMANDS: dict[str, Command] = {
     "sql instances patch": sql_patch,
     "sql instances describe": sql_describe,
     "projects get-ancestors": get_ancestors,
+    "run regions list": run_regions,
     "organizations describe": organization_describe,
     "services vpc-peerings list": vpc_peerings_list,
     "compute networks peerings": peerings_delete,

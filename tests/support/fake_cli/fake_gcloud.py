@@ -134,6 +134,9 @@ def main() -> None:
                 }
             )
         )
+    elif cmd.startswith("run regions list"):
+        regions = os.environ.get("FAKE_RUN_REGIONS", "us-central1,europe-west1").split(",")
+        print(json.dumps([{"locationId": r} for r in regions]))
     elif cmd.startswith("services list"):
         print(json.dumps([{"config": {"name": "compute.googleapis.com"}, "state": "ENABLED"}]))
     elif cmd.startswith("storage buckets describe"):
