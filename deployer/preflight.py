@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from deployer import vars as vars_file
 from deployer import limits
+from deployer import vars as vars_file
 from deployer.runner import Runner, ToolError
 from deployer.stack import (
     TERRAFORM_MIN_VERSION,
