@@ -192,7 +192,7 @@ class Service(Behaviour):
         )
         handle = podman.run_container(
             container["image"],
-            name=f"twin-{ctx.project_id}-{revision}",
+            name=f"{ctx.twin.root.name}-{revision}",
             env=env,
             args=container.get("args") or None,
             port=port,
@@ -288,7 +288,7 @@ def execute(ctx: Context, job: dict, execution: str, timeout: float = 600) -> No
         env=env,
         volumes=mounts,
         timeout=timeout,
-        name=f"twin-{ctx.project_id}-{execution}",
+        name=f"{ctx.twin.root.name}-{execution}",
         command=container.get("command") or None,
     )
     with ctx.twin.transaction() as d:

@@ -187,7 +187,7 @@ class Twin:
 
     def stop(self) -> None:
         for name in podman.podman("ps", "-a", "--format", "{{.Names}}").stdout.split():
-            if name.startswith(f"twin-{self.project_id}-"):
+            if name.startswith(f"{self.state.root.name}-"):
                 podman.podman("rm", "--force", "--ignore", name)
         for folder in sorted((self.state.root / "sql").glob("*")):
             pg = TwinPostgres(self.state.root, "-", folder.name)
