@@ -41,7 +41,8 @@ def split(argv: list[str]) -> tuple[list[str], dict[str, str]]:
         a = argv[i]
         if a.startswith("--"):
             key, eq, value = a[2:].partition("=")
-            if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("--") and key in VALUED:
+            valued = key not in SWITCHES and i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            if not eq and valued:
                 value = argv[i + 1]
                 i += 1
             flags[key] = value
@@ -51,17 +52,14 @@ def split(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     return words, flags
 
 
-VALUED = {
-    "project",
-    "region",
-    "format",
-    "location",
-    "config",
-    "substitutions",
-    "service",
-    "filter",
-    "job",
-    "activation-policy",
+# gcloud's flags take a value unless they are switches; these are the switches the deployer uses.
+SWITCHES = {
+    "quiet",
+    "wait",
+    "async",
+    "versioning",
+    "uniform-bucket-level-access",
+    "public-access-prevention",
 }
 
 
