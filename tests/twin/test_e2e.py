@@ -296,6 +296,20 @@ def test_destroy_delete_data_leaves_nothing(owner, dev, twin):
         outputs = owner.outputs(env)
         _ok(owner.deployer("destroy", "--vars", str(vars_path), "--delete-data", "--yes"))
         assert outputs["artifacts_bucket"] not in [b["name"] for b in twin.gcs.buckets()]
+    assert_nothing_left(twin)
+
+
+def test_the_same_environment_deploys_again_after_deleting_everything(owner, dev, twin):
+    """Soft-deleted names (the SQL instance, the WIF pool) and the removed peering do not stand
+    in the way of a fresh deploy of the same environment."""
+    _ok(owner.make("deploy", dev))
+    url = owner.outputs("dev")["service_url"]
+    assert owner.get(f"{url}/health", owner.token("dev")).status_code == 200
+    _ok(owner.deployer("destroy", "--vars", str(dev), "--delete-data", "--yes"))
+    assert_nothing_left(twin)
+
+
+def assert_nothing_left(twin: Twin) -> None:
     doc = twin.doc()
     left = {kind: list(items) for kind, items in doc["resources"].items() if items}
     assert left == {}, left
