@@ -75,20 +75,22 @@ class Worker:
             return {"state": None}
         planned = dict(proposed)
         behaviour = resources.behaviour(kind)
+        computed = self.computed(kind)
         replace: list[str] = []
         if prior is not None:
+            # An identifying attribute that changes, or is not known yet, forces a new resource;
+            # a computed one left empty in the configuration keeps its value.
             replace = [
                 a
                 for a in behaviour.force_new
                 if a in planned
-                and not is_unknown(planned[a])
-                and planned[a] != prior.get(a)
-                and not (planned[a] is None and a in self.computed(kind))
+                and (
+                    is_unknown(planned[a])
+                    or (planned[a] != prior.get(a) and not (planned[a] is None and a in computed))
+                )
             ]
-            if any(is_unknown(planned.get(a)) for a in behaviour.force_new):
-                replace += [a for a in behaviour.force_new if is_unknown(planned.get(a))]
         if prior is None or replace:
-            for attr in self.computed(kind):
+            for attr in computed:
                 if planned.get(attr) is None:
                     planned[attr] = UNKNOWN
         behaviour.plan(self.ctx, prior, planned)
@@ -103,15 +105,10 @@ class Worker:
             return {"state": None}
         # What the plan left unknown is the behaviour's to compute; it starts out empty.
         state = {k: (None if is_unknown(v) else v) for k, v in planned.items()}
-        try:
-            if prior is None:
-                behaviour.create(self.ctx, state, config or {})
-            else:
-                behaviour.update(self.ctx, prior, state, config or {})
-        except CloudError:
-            if prior is not None:
-                raise
-            raise
+        if prior is None:
+            behaviour.create(self.ctx, state, config or {})
+        else:
+            behaviour.update(self.ctx, prior, state, config or {})
         state = known_or_none({k: state[k] for k in planned})
         self.ctx.remember(kind, state)
         return {"state": state}

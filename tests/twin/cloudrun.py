@@ -14,8 +14,6 @@ import socket
 import time
 from typing import Any
 
-import requests
-
 from tests.twin import podman
 from tests.twin import state as st
 from tests.twin.resources import Behaviour, CloudError, Context, register
@@ -337,6 +335,3 @@ class Job(Behaviour):
                 "cannot destroy job without setting deletion_protection=false and running "
                 "`terraform apply`"
             )
-
-
-_ = requests

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import psycopg2
@@ -248,6 +247,3 @@ def set_activation(ctx: Context, instance: str, policy: str) -> None:
         pg.start()
     with ctx.twin.transaction() as doc:
         doc.setdefault("sql_activation", {})[instance] = policy
-
-
-_ = subprocess

@@ -10,8 +10,6 @@ accepted and stored, after the API check every resource gets.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
 import secrets
 import string
@@ -655,5 +653,3 @@ def data_source(kind: str) -> Callable[[Context, dict], None]:
 
 # Behaviours with real backends register themselves on import.
 from tests.twin import cloudrun, cloudsql, storage  # noqa: E402,F401
-
-_ = (json, os)
