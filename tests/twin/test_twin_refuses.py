@@ -275,6 +275,10 @@ resource "google_sql_user" "mlflow" {
   instance = google_sql_database_instance.db.name
   name     = "mlflow"
   password = "a-Password-123"
+  # Created after the database and destroyed before it, so the destroy meets the role while
+  # its tables still exist: with no order the two go in parallel, and a database dropped first
+  # takes the tables (and the role's objects) with it.
+  depends_on = [google_sql_database.mlflow]
 }
 """
 
