@@ -296,6 +296,17 @@ def test_the_service_rolls_out_only_after_the_migration_job_ran():
     assert service["deletion_protection"] is False and job["deletion_protection"] is False
 
 
+def test_the_apply_outwaits_the_migrations_worst_case():
+    """The provider waits 20 minutes by default for a job's create/update, exactly a 600 s task
+    retried once: the apply must allow more, or a slow first migration fails the deploy."""
+    (job,) = [j for _, name, j in _resources("google_cloud_run_v2_job") if name == "migrate"]
+    task = job["template"][0]["template"][0]
+    worst = int(task["timeout"].removesuffix("s")) * (task["max_retries"] + 1)
+    (timeouts,) = job["timeouts"]
+    for op in ("create", "update"):
+        assert int(timeouts[op].removesuffix("m")) * 60 > worst, (op, timeouts)
+
+
 def test_the_password_reaches_the_user_and_the_secret_write_only():
     """Write-only arguments keep the password out of the user's and the secret version's state."""
     ((_, _, user),) = _resources("google_sql_user")

@@ -35,6 +35,10 @@ run "postgres_16_on_the_small_tier_uses_the_enterprise_edition" {
     error_message = "TLS must be required"
   }
   assert {
+    condition     = google_sql_database_instance.this.settings[0].ip_configuration[0].server_ca_mode == "GOOGLE_MANAGED_INTERNAL_CA"
+    error_message = "Cloud Run's Cloud SQL connection needs the per-instance CA (connect-run: server CA mode)"
+  }
+  assert {
     condition = (
       google_sql_database_instance.this.settings[0].backup_configuration[0].enabled &&
       google_sql_database_instance.this.settings[0].backup_configuration[0].point_in_time_recovery_enabled

@@ -77,6 +77,10 @@ resource "google_sql_database_instance" "this" {
       allocated_ip_range                            = var.allocated_ip_range
       ssl_mode                                      = "TRUSTED_CLIENT_CERTIFICATE_REQUIRED"
       enable_private_path_for_google_cloud_services = true
+      # "You must select the per-instance CA option (GOOGLE_MANAGED_INTERNAL_CA) as the server CA
+      # mode for instances that you want to connect to from web applications"
+      # (https://cloud.google.com/sql/docs/postgres/connect-run, "Set up a Cloud SQL instance").
+      server_ca_mode = "GOOGLE_MANAGED_INTERNAL_CA"
     }
 
     backup_configuration {

@@ -172,6 +172,16 @@ resource "google_cloud_run_v2_job" "migrate" {
     }
   }
 
+  # The apply waits on the execution, and the provider's default is 20 minutes for create and
+  # update: exactly the job's worst case (a 600 s task, retried once), with no room for the
+  # instance to start or the database to wake. Never `gcloud run jobs execute` this job by hand:
+  # an execution outside Terraform drops the token from the API's view, and every later plan
+  # shows a diff (hashicorp/terraform-provider-google#24451).
+  timeouts {
+    create = "30m"
+    update = "30m"
+  }
+
   depends_on = [
     google_project_iam_member.cloudsql_client,
     google_secret_manager_secret_iam_member.db_password,
