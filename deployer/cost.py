@@ -54,8 +54,11 @@ class RegionPrices:
     region: str
     table: dict[str, Any]
     run: dict[str, float]
-    factor: float
-    verified: bool
+    sql: float  # Cloud SQL's ratio to the base region
+    compute: float  # Compute Engine's (the connector, App Engine flexible)
+    storage_gb_month: float  # Cloud Storage Standard
+    verified: bool  # read off Google's own pricing page
+    priced: bool = True  # False: an allowed region with no row, estimated at base rates
 
     def __getitem__(self, section: str) -> Any:
         return self.table[section]
@@ -67,25 +70,41 @@ def prices() -> dict[str, Any]:
 
 
 def allowed_regions() -> list[str]:
-    """The regions `deployer` deploys to: the settings' list when it has one, else the table's."""
-    from deployer import vars as vars_file
+    """The regions `deployer` deploys to (deployer/limits.json)."""
+    from deployer import limits
 
-    listed = getattr(vars_file, "ALLOWED_REGIONS", None)
-    return sorted(listed) if listed else sorted(prices()["regions"])
+    return sorted(limits.regions())
 
 
 def for_region(region: str | None) -> RegionPrices:
+    """The table as it applies in `region`. A region the deployer allows but the table has no
+    row for is priced at the base region's rates (`priced` False: the report says so); any
+    other region is refused."""
+    from deployer import limits
+
     table = prices()
     region = region or table["base_region"]
     row = table["regions"].get(region)
+    priced = row is not None
     if row is None:
-        known = ", ".join(sorted(table["regions"]))
-        raise CostError(
-            f"no prices for region {region!r} in deployer/prices.toml; add a row from "
-            f"{table['sources']['cloud_sql']} (known: {known})"
-        )
+        if region not in limits.regions():
+            known = ", ".join(sorted(table["regions"]))
+            raise CostError(
+                f"no prices for region {region!r} in deployer/prices.toml; add a row from "
+                f"{table['sources']['cloud_sql']} (known: {known})"
+            )
+        row = {**table["regions"][table["base_region"]], "verified": False}
     run = table["cloud_run"][f"tier{row['tier']}"]
-    return RegionPrices(region, table, run, float(row["factor"]), bool(row["verified"]))
+    return RegionPrices(
+        region,
+        table,
+        run,
+        sql=float(row["sql"]),
+        compute=float(row["compute"]),
+        storage_gb_month=float(row["storage"]),
+        verified=bool(row["verified"]),
+        priced=priced,
+    )
 
 
 def _memory_gib(memory: str) -> float:
@@ -99,7 +118,7 @@ def database_month(tier: str, p: RegionPrices | dict[str, Any]) -> float:
     """The instance charge of a month awake. db-perf-optimized-N-* runs on ENTERPRISE_PLUS
     (terraform/modules/database) with 8 GiB per vCPU; db-custom-CPUS-MB on ENTERPRISE."""
     sql = p["cloud_sql"]
-    factor = p.factor if isinstance(p, RegionPrices) else 1.0
+    factor = p.sql if isinstance(p, RegionPrices) else 1.0
     if tier in sql:
         return sql[tier] * factor
     perf = re.match(r"^db-perf-optimized-N-(\d+)$", tier)
@@ -115,8 +134,8 @@ def database_month(tier: str, p: RegionPrices | dict[str, Any]) -> float:
     return 730 * (cpus * sql["enterprise_vcpu_hour"] + gib * sql["enterprise_gib_hour"]) * factor
 
 
-def _serving(values: dict[str, Any], usage: Usage, p: RegionPrices) -> tuple[float, float, float]:
-    """Cost of serving requests, and the free vCPU- and GiB-seconds left over."""
+def _serving(values: dict[str, Any], usage: Usage, p: RegionPrices) -> float:
+    """Cost of serving requests, beyond the request-based free tier."""
     run, free = p.run, p["cloud_run"]["free"]
     cpu, gib = float(values["cpu"]), _memory_gib(values["memory"])
     busy = usage.requests_per_month * usage.seconds_per_request
@@ -124,20 +143,21 @@ def _serving(values: dict[str, Any], usage: Usage, p: RegionPrices) -> tuple[flo
     busy_instance_seconds = busy / max(1, values["server_workers"] * values["server_threads"] / 2)
     vcpu_s, gib_s = busy_instance_seconds * cpu, busy_instance_seconds * gib
     reqs = max(0, usage.requests_per_month - free["requests"])
-    cost = (
+    return (
         max(0.0, vcpu_s - free["vcpu_seconds"]) * run["vcpu_second"]
         + max(0.0, gib_s - free["gib_seconds"]) * run["gib_second"]
         + reqs / 1e6 * run["request_per_million"]
     )
-    return cost, max(0.0, free["vcpu_seconds"] - vcpu_s), max(0.0, free["gib_seconds"] - gib_s)
 
 
-def _sleeper_month(minutes: int, free_vcpu: float, free_gib: float, p: RegionPrices) -> float:
-    """Cloud Scheduler's job and the sleeper job's runs (1 vCPU, 512 MiB, a few seconds)."""
+def _sleeper_month(minutes: int, p: RegionPrices) -> float:
+    """Cloud Scheduler's job and the sleeper job's runs (1 vCPU, 512 MiB, a few seconds), inside
+    the jobs' own free tier (https://cloud.google.com/run/pricing)."""
     every = 5 if minutes <= 60 else 15  # terraform/modules/sleep schedule
     runs = 730 * 60 / every
     vcpu_s, gib_s = runs * SLEEPER_RUN_SECONDS, runs * SLEEPER_RUN_SECONDS * 0.5
-    sched = p["cloud_scheduler"]
+    sched, free = p["cloud_scheduler"], p["cloud_run"]["free_jobs"]
+    free_vcpu, free_gib = free["vcpu_seconds"], free["gib_seconds"]
     return (
         max(0, 1 - sched["free_jobs"]) * sched["job_month"]
         + max(0.0, vcpu_s - free_vcpu) * p.run["job_vcpu_second"]
@@ -150,22 +170,22 @@ def _database_storage(usage: Usage, p: RegionPrices) -> tuple[str, float]:
     sql = p["cloud_sql"]
     name = f"Cloud SQL storage ({usage.database_gb:.0f} GB SSD, {usage.backup_gb:.0f} GB backups)"
     disk = usage.database_gb * sql["ssd_gb_month"] + usage.backup_gb * sql["backup_gb_month"]
-    return name, disk * p.factor
+    return name, disk * p.sql
 
 
 def _storage_items(usage: Usage, p: RegionPrices) -> list[tuple[str, float]]:
-    st, f = p["storage"], p.factor
+    st = p["storage"]
     free = st["free_gb_month"] if p.region in st["free_regions"] else 0
     ar_gb = max(0.0, IMAGE_GB - st["artifact_registry_free_gb"])
     sm = p["secret_manager"]
     return [
         (
             f"Artifact bucket ({usage.artifacts_gb:.0f} GB)",
-            max(0.0, usage.artifacts_gb - free) * st["standard_gb_month"] * f,
+            max(0.0, usage.artifacts_gb - free) * p.storage_gb_month,
         ),
         (
             f"Artifact Registry (one ~{IMAGE_GB} GB image)",
-            ar_gb * st["artifact_registry_gb_month"] * f,
+            ar_gb * st["artifact_registry_gb_month"],
         ),
         (
             "Secret Manager (database password)",
@@ -178,7 +198,7 @@ def estimate(values: dict[str, Any], usage: Usage, asleep: bool = False) -> Esti
     """One month of these settings; `asleep`: the database stopped all month (no requests)."""
     p = for_region(values.get("region"))
     cpu, gib = float(values["cpu"]), _memory_gib(values["memory"])
-    serving, free_vcpu, free_gib = _serving(values, usage, p)
+    serving = _serving(values, usage, p)
     warm = values["min_instances"]
     items = [
         ("Cloud Run, serving requests", serving),
@@ -194,10 +214,10 @@ def estimate(values: dict[str, Any], usage: Usage, asleep: bool = False) -> Esti
     items.append(_database_storage(usage, p))
     minutes = int(values.get("db_sleep_after_minutes", DEFAULT_SLEEP_AFTER_MINUTES))
     if minutes > 0:
-        sleeper = _sleeper_month(minutes, free_vcpu, free_gib, p)
+        sleeper = _sleeper_month(minutes, p)
         items.append(("Database sleeper (Cloud Scheduler + job)", sleeper))
     if values["vpc_egress"] == "connector":
-        connector = 2 * p["network"]["connector_instance_month"] * p.factor
+        connector = 2 * p["network"]["connector_instance_month"] * p.compute
         items.append(("Serverless VPC connector (2 x e2-micro, always on)", connector))
     else:
         items.append(("Direct VPC egress (no standing instances)", 0.0))
@@ -207,20 +227,20 @@ def estimate(values: dict[str, Any], usage: Usage, asleep: bool = False) -> Esti
 def app_engine_flexible_estimate(usage: Usage, region: str | None = None) -> Estimate:
     """The older one-click design: App Engine flexible always on + Cloud SQL MySQL."""
     p = for_region(region)
-    ae, sql, f = p["app_engine_flexible"], p["cloud_sql"], p.factor
+    ae, sql = p["app_engine_flexible"], p["cloud_sql"]
     st = p["storage"]
     free = st["free_gb_month"] if p.region in st["free_regions"] else 0
     return Estimate(
         [
             (
                 "App Engine flexible, 1 instance (1 vCPU, 1 GiB, 10 GB disk) always on",
-                (730 * (ae["vcpu_hour"] + ae["gib_hour"]) + 10 * ae["pd_gb_month"]) * f,
+                (730 * (ae["vcpu_hour"] + ae["gib_hour"]) + 10 * ae["pd_gb_month"]) * p.compute,
             ),
-            ("Cloud SQL MySQL db-f1-micro", sql["db-f1-micro"] * f),
+            ("Cloud SQL MySQL db-f1-micro", sql["db-f1-micro"] * p.sql),
             _database_storage(usage, p),
             (
                 f"Artifact bucket ({usage.artifacts_gb:.0f} GB)",
-                max(0.0, usage.artifacts_gb - free) * st["standard_gb_month"] * f,
+                max(0.0, usage.artifacts_gb - free) * p.storage_gb_month,
             ),
         ]
     )
@@ -239,7 +259,12 @@ def report(values: dict[str, Any], usage: Usage) -> list[str]:
     if minutes > 0:
         columns.append(("idle, asleep", estimate(values, _idle(usage), asleep=True)))
     columns.append(("in use", estimate(values, usage)))
-    note = "" if p.verified else " (regional factor approximate: check the pricing pages)"
+    if not p.priced:
+        note = f"; no prices for {p.region} in the table: shown at {p['base_region']} rates"
+    elif not p.verified:
+        note = "; regional figures from Google's billing catalog, not its pricing page"
+    else:
+        note = ""
     lines = [
         f"Estimated monthly cost in {p.region} (USD, list prices checked {p['checked']}{note}):",
         "",

@@ -13,23 +13,43 @@ DEFAULTS = {**{f.name: f.default for f in vars_file.FIELDS}, "region": "us-centr
 IDLE = cost.Usage(0, 0.1, 50)
 
 
-def test_every_allowed_region_has_a_dated_row_with_sources():
+def test_every_allowed_region_is_priced_and_every_row_is_dated_with_sources():
     table = tomllib.loads(cost.PRICES.read_text())
-    assert table["checked"] >= "2026-11-24"
+    assert table["checked"] >= "2026-12-01"
     assert set(table["sources"]) >= {"cloud_run", "cloud_sql", "storage", "cloud_scheduler"}
+    assert {"regional_sql", "regional_compute_storage"} <= set(table["sources"])
+    assert set(table["regions"]) <= set(cost.allowed_regions()), "a priced region we refuse"
     for region in cost.allowed_regions():
         p = cost.for_region(region)
-        assert p.run["vcpu_second"] > 0 and p.factor >= 1.0
+        assert p.run["vcpu_second"] > 0 and p.sql >= 1.0 and p.compute >= 1.0
+        assert p.priced == (region in table["regions"])
+        assert cost.estimate({**DEFAULTS, "region": region}, IDLE).total > 0
 
 
-def test_prices_differ_by_region():
+def test_an_allowed_region_without_a_row_is_estimated_at_base_rates_and_says_so():
+    region = next(r for r in cost.allowed_regions() if r not in cost.prices()["regions"])
+    lines = cost.report({**DEFAULTS, "region": region}, IDLE)
+    assert f"no prices for {region} in the table: shown at us-central1 rates" in lines[0]
+
+
+def test_prices_differ_by_region_and_by_service_family():
     iowa = cost.estimate(DEFAULTS, IDLE).total
     frankfurt = cost.estimate({**DEFAULTS, "region": "europe-west3"}, IDLE).total
-    assert frankfurt > iowa * 1.2
-    assert (
-        cost.for_region("europe-west3").run["vcpu_second"]
-        > cost.for_region("us-central1").run["vcpu_second"]
-    ), "Frankfurt is a tier-2 Cloud Run region"
+    assert frankfurt > iowa * 1.15
+    for tier2 in ("europe-west3", "europe-west2"):  # London is tier 2 too (Cloud Run locations)
+        assert (
+            cost.for_region(tier2).run["vcpu_second"]
+            > cost.for_region("us-central1").run["vcpu_second"]
+        ), f"{tier2} is a tier-2 Cloud Run region"
+    belgium = cost.for_region("europe-west1")
+    assert belgium.sql == 1.0 and belgium.compute > 1.0, "Cloud SQL and Compute differ there"
+
+
+def test_the_sleeper_job_runs_inside_the_jobs_free_tier():
+    """Jobs have their own free tier (cloud.google.com/run/pricing), whatever the service used."""
+    busy = cost.Usage(50_000_000, 0.5, 50)
+    items = dict(cost.estimate(DEFAULTS, busy).items)
+    assert items["Database sleeper (Cloud Scheduler + job)"] == pytest.approx(0.0)
 
 
 def test_an_unknown_region_says_where_to_add_it():

@@ -3,7 +3,8 @@
 # starts it again (ALWAYS) on the next request (deployer/server/wake.py). A stopped instance
 # bills no instance charges, only its storage ("set its activation policy to NEVER to avoid
 # instance charges" - https://cloud.google.com/sql/docs/postgres/start-stop-restart-instance);
-# its IP is private, and only public IPv4 addresses bill (https://cloud.google.com/sql/pricing).
+# a public IPv4 address bills while the instance is off (sql/docs/postgres/configure-ip), and
+# this instance has none (its IP is private).
 locals {
   job_name = "${var.name_prefix}-sleeper"
   # Looking every 5 minutes costs nothing measurable (a few seconds of a job, inside the free
