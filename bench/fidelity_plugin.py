@@ -32,8 +32,8 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from deployer import jose
 from deployer.server.settings import IAP_ISSUER
+from tests.support import jws
 
 AUDIENCE = "/projects/123456789012/locations/us-central1/services/mlflow"
 EMAIL = "fidelity@example.com"
@@ -51,7 +51,7 @@ class _Keys:
     def __init__(self) -> None:
         self.kid = uuid.uuid4().hex[:8]
         self.key = ec.generate_private_key(ec.SECP256R1())
-        body = json.dumps({"keys": [jose.jwk_from_public_key(self.key.public_key(), self.kid)]})
+        body = json.dumps({"keys": [jws.jwk_from_public_key(self.key.public_key(), self.kid)]})
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -77,7 +77,7 @@ class _Keys:
             "sub": "accounts.google.com:1",
             "email": EMAIL,
         }
-        return jose.sign(claims, self.key, self.kid)
+        return jws.sign(claims, self.key, self.kid)
 
 
 _KEYS: _Keys | None = None

@@ -1,14 +1,12 @@
-"""IAM Service Account Credentials API: signBlob, signJwt and generateIdToken.
+"""IAM Service Account Credentials API's signJwt, for the client side.
 
-Used server-side to sign GCS upload URLs without a private key (Cloud Run's metadata-server
-credentials have none), and client-side to mint tokens IAP accepts by impersonating the client
-service account. The base URL is a setting so tests can point it at a local stand-in that speaks
-the same REST API.
+`deployer token` impersonates the client service account and has IAM sign the JWT IAP accepts
+(the server signs GCS URLs with its own signBlob call, in deployer/server/gcs_signing.py). The
+base URL is a setting so tests can point it at a local stand-in that speaks the same REST API.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Mapping
@@ -53,14 +51,6 @@ class IamCredentialsClient:
             raise IamError(response.status_code, message, email)
         return response.json()
 
-    def sign_blob(self, email: str, payload: bytes) -> bytes:
-        doc = self._call(email, "signBlob", {"payload": base64.b64encode(payload).decode()})
-        return base64.b64decode(doc["signedBlob"])
-
     def sign_jwt(self, email: str, claims: Mapping[str, Any]) -> str:
         doc = self._call(email, "signJwt", {"payload": json.dumps(dict(claims))})
         return doc["signedJwt"]
-
-    def generate_id_token(self, email: str, audience: str) -> str:
-        doc = self._call(email, "generateIdToken", {"audience": audience, "includeEmail": True})
-        return doc["token"]

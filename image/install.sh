@@ -6,9 +6,19 @@
 set -eu
 venv="${1:?usage: image/install.sh VENV_DIR}"
 src="$(cd "$(dirname "$0")/.." && pwd)"
+# Only the server package ships: deployer/server imports nothing else of the deployer (a test
+# checks), so the owner's CLI, the client plugin and their data stay out of the image.
+stage="$(mktemp -d)"
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/deployer"
+cp "$src/pyproject.toml" "$src/README.md" "$src/constraints.txt" "$stage/"
+cp "$src/deployer/__init__.py" "$stage/deployer/"
+cp -r "$src/deployer/server" "$stage/deployer/server"
 python3 -m venv "$venv"
 "$venv/bin/pip" install --no-cache-dir --disable-pip-version-check --quiet \
-    -c "$src/constraints.txt" "$src[server]"
+    -c "$src/constraints.txt" "$stage[server]"
+# The `deployer` command is in the package's metadata but not in the image: drop its script.
+rm -f "$venv/bin/deployer"
 # Byte-code caches and pip itself are not needed at run time.
 "$venv/bin/pip" uninstall --yes --quiet pip
 find "$venv" -name '__pycache__' -type d -prune -exec rm -rf {} +

@@ -15,7 +15,8 @@ import requests
 import yaml
 from mlflow import MlflowClient
 
-from deployer import jose, mlflow_auth, tokens, user_login
+from deployer import mlflow_auth, tokens, user_login
+from deployer.server import jose
 from tests.conftest import REPO, console_script
 from tests.support import jws
 from tests.support.cloud_server import migrate_and_serve, running_stack

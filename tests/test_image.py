@@ -81,6 +81,11 @@ def test_clean_install_starts_the_entrypoint_as_cloud_run_does(tmp_path):
     )
     assert install.returncode == 0, install.stderr[-3000:]
     assert not (venv / "bin" / "pip").exists()
+    # Only the server package ships: no owner's CLI, no client plugin.
+    assert not (venv / "bin" / "deployer").exists()
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    shipped = sorted(p.name for p in (site / "deployer").iterdir() if p.name != "__pycache__")
+    assert shipped == ["__init__.py", "server"]
     with running_stack(tmp_path) as (cloud, keys):
         port = free_port()
         env = cloud.env(port)

@@ -1,5 +1,5 @@
-"""Token verification (deployer.jose, PyJWT) against tokens signed by tests/support/jws.py, and
-the IAP key set's caching, single flight and backoff."""
+"""Token verification (deployer.server.jose, PyJWT) against tokens signed by tests/support/jws.py,
+and the IAP key set's caching, single flight and backoff."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from google.auth import crypt
 from google.auth import jwt as google_jwt
 
-from deployer import jose
-from deployer.server import iap
+from deployer.server import iap, jose
 from deployer.server.iap import IapVerifier, KeyFetchError, KeySet
 from deployer.server.settings import IAP_ISSUER
 from tests.support import jws

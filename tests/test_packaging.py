@@ -7,6 +7,7 @@ fresh virtual environment and measures it: the README quotes the figure it print
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import tomllib
@@ -86,7 +87,48 @@ def test_declared_dependencies_are_the_imported_ones():
     constraints = (REPO / "constraints.txt").read_text().lower()
     assert "python-terraform" not in constraints and "secret-manager" not in constraints
     # The image installs the server extra only.
-    assert '"$src[server]"' in (REPO / "image" / "install.sh").read_text()
+    assert '"$stage[server]"' in (REPO / "image" / "install.sh").read_text()
+
+
+def _deployer_imports(source: str) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            if node.module == "deployer":  # `from deployer import jose` names a module
+                names.update(f"deployer.{a.name}" for a in node.names)
+    return {n for n in names if n == "deployer" or n.startswith("deployer.")}
+
+
+def server_package_strays() -> list[str]:
+    """Imports in deployer/server of deployer modules outside it (none may exist: the image
+    ships deployer/server alone)."""
+    strays = []
+    for path in sorted((REPO / "deployer" / "server").rglob("*.py")):
+        for name in sorted(_deployer_imports(path.read_text())):
+            if name not in ("deployer", "deployer.server") and not name.startswith(
+                "deployer.server."
+            ):
+                strays.append(f"{path.relative_to(REPO)}: {name}")
+    return strays
+
+
+def test_the_server_package_imports_only_itself():
+    assert server_package_strays() == []
+
+
+def test_the_import_check_sees_a_stray():
+    """The check above, shown catching both spellings of a CLI-side import."""
+    assert _deployer_imports("from deployer import jose\nimport deployer.limits\n") == {
+        "deployer",
+        "deployer.jose",
+        "deployer.limits",
+    }
+    assert _deployer_imports("from deployer.server import iap\nfrom . import x\n") == {
+        "deployer.server"
+    }
 
 
 def _site_packages_mb(venv: Path) -> float:

@@ -193,12 +193,11 @@ def _resources(kind: str) -> list[tuple[Path, str, dict]]:
 def test_server_env_names_come_from_the_settings_contract():
     doc = _load(TF / "modules" / "service" / "main.tf")
     env_keys = set(next(loc["env"] for loc in doc["locals"] if "env" in loc))
-    # ADMIN_EMAILS: the identity work (issue 14.4) adds it to Env; until then it is known here.
     # The sleeping database's settings are read by deployer/server/wake.py.
     wake_reads = {"DB_SLEEP_AFTER_MINUTES", "LAST_REQUEST_OBJECT"}
     wake_source = (REPO / "deployer" / "server" / "wake.py").read_text()
     assert all(f'"{name}"' in wake_source for name in wake_reads)
-    known = {e.value for e in Env} | {"GOOGLE_CLOUD_PROJECT", "ADMIN_EMAILS"} | wake_reads
+    known = {e.value for e in Env} | wake_reads
     assert env_keys - known == set(), "Terraform sets variables the server does not read"
     container = next(loc["container"] for loc in doc["locals"] if "container" in loc)
     assert set(container["secrets"]) == {Env.DB_PASSWORD.value}  # from Secret Manager

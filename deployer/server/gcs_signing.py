@@ -20,11 +20,12 @@ download method MLflow defines for repositories and leaves to each store.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import functools
-import os
 import posixpath
 from typing import Any
+from urllib.parse import quote
 
 import google.auth
 import google.auth.credentials
@@ -34,7 +35,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repo import MultipartDownloadMixin
 from mlflow.store.artifact.gcs_artifact_repo import GCSArtifactRepository
 
-from deployer.google_iam import IamCredentialsClient
 from deployer.server.settings import ServerSettings
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -43,16 +43,32 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 MAX_PRESIGNED_SECONDS = 900
 
 
+def sign_blob(session: AuthorizedSession, endpoint: str, email: str, payload: bytes) -> bytes:
+    """IAM Credentials `signBlob`: the service account's Google-held key signs `payload`.
+
+    https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/signBlob
+    (google.auth.iam.Signer does the same call, but only at Google's fixed address.)
+    """
+    url = f"{endpoint}/v1/projects/-/serviceAccounts/{quote(email, safe='@.')}:signBlob"
+    response = session.post(url, json={"payload": base64.b64encode(payload).decode()}, timeout=30)
+    if response.status_code != 200:
+        raise MlflowException(
+            f"IAM signBlob as {email} failed ({response.status_code}): {response.text[:200]}"
+        )
+    return base64.b64decode(response.json()["signedBlob"])
+
+
 class IamSigningCredentials(google.auth.credentials.Signing, google.auth.credentials.Credentials):
     """Bearer credentials of the runtime service account that can also sign, through IAM."""
 
     def __init__(
-        self, base: google.auth.credentials.Credentials, email: str, iam: IamCredentialsClient
+        self, base: google.auth.credentials.Credentials, email: str, iam_endpoint: str
     ) -> None:
         super().__init__()
         self._base = base
         self._email = email
-        self._iam = iam
+        self._session = AuthorizedSession(base)
+        self._endpoint = iam_endpoint
 
     def refresh(self, request: Any) -> None:
         self._base.refresh(request)
@@ -60,7 +76,7 @@ class IamSigningCredentials(google.auth.credentials.Signing, google.auth.credent
         self.expiry = self._base.expiry
 
     def sign_bytes(self, message: bytes) -> bytes:
-        return self._iam.sign_blob(self._email, message)
+        return sign_blob(self._session, self._endpoint, self._email, message)
 
     @property
     def signer_email(self) -> str:
@@ -72,26 +88,25 @@ class IamSigningCredentials(google.auth.credentials.Signing, google.auth.credent
 
 
 @functools.cache
-def signing_storage_client(email: str) -> Any:
+def signing_storage_client(email: str, iam_endpoint: str, project: str | None) -> Any:
     from google.cloud import storage
 
-    base, project = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
-    iam = IamCredentialsClient(AuthorizedSession(base))
-    credentials = IamSigningCredentials(base, email, iam)
+    base, default_project = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    credentials = IamSigningCredentials(base, email, iam_endpoint)
     credentials.refresh(Request())
-    return storage.Client(
-        project=os.environ.get("GOOGLE_CLOUD_PROJECT") or project or "mlflow",
-        credentials=credentials,
-    )
+    return storage.Client(project=project or default_project or "mlflow", credentials=credentials)
 
 
 class SigningGCSArtifactRepository(GCSArtifactRepository, MultipartDownloadMixin):
     """MLflow's GCS artifact repository, with a client that signs URLs through IAM."""
 
-    signer_email: str = ""  # set by `install` on the subclass it registers
+    settings: ServerSettings  # set by `install` on the subclass it registers
 
     def __init__(self, artifact_uri: str, client: Any = None, *args: Any, **kwargs: Any) -> None:
-        client = client or signing_storage_client(self.signer_email)
+        s = self.settings
+        client = client or signing_storage_client(
+            s.signing_service_account or "", s.iam_credentials_endpoint, s.google_cloud_project
+        )
         super().__init__(artifact_uri, client, *args, **kwargs)
 
     def get_download_presigned_url(
@@ -117,7 +132,7 @@ def install(settings: ServerSettings) -> bool:
     repository = type(
         "SigningGCSArtifactRepository",
         (SigningGCSArtifactRepository,),
-        {"signer_email": settings.signing_service_account},
+        {"settings": settings},
     )
     _artifact_repository_registry.register("gs", repository)
     return True

@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from deployer import jose
+from deployer.server import jose
 from deployer.server.settings import IAP_ISSUER
 
 IAP_HEADER = "x-goog-iap-jwt-assertion"

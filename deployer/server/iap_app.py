@@ -30,8 +30,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from deployer import jose
-from deployer.server import identity, wake
+from deployer.server import identity, jose, wake
 from deployer.server.iap import IAP_HEADER, IapVerifier, KeySet
 from deployer.server.settings import AuthMode, ServerSettings, load_settings
 

@@ -47,6 +47,9 @@ class Env(StrEnum):
     IAP_JWKS_URL = "IAP_JWKS_URL"
     SIGNING_SERVICE_ACCOUNT = "SIGNING_SERVICE_ACCOUNT"
     ADMIN_EMAILS = "ADMIN_EMAILS"
+    GOOGLE_CLOUD_PROJECT = "GOOGLE_CLOUD_PROJECT"
+    # Where IAM Credentials' REST API is (tests point it at a stand-in speaking the same API).
+    IAM_CREDENTIALS_ENDPOINT = "IAM_CREDENTIALS_ENDPOINT"
 
 
 class AuthMode(StrEnum):
@@ -61,6 +64,7 @@ class DbEngine(StrEnum):
 
 
 IAP_JWKS_URL_DEFAULT = "https://www.gstatic.com/iap/verify/public_key-jwk"
+IAM_CREDENTIALS_ENDPOINT_DEFAULT = "https://iamcredentials.googleapis.com"
 IAP_ISSUER = "https://cloud.google.com/iap"
 CLOUD_SQL_SOCKET_ROOT_DEFAULT = "/cloudsql"
 
@@ -116,6 +120,8 @@ class ServerSettings:
     # means nobody: the deployer fills it with the deploying owner unless told otherwise.
     admin_emails: frozenset[str] = frozenset()
     db_wait_seconds: int = 120
+    google_cloud_project: str | None = None
+    iam_credentials_endpoint: str = IAM_CREDENTIALS_ENDPOINT_DEFAULT
 
 
 def _get(env: Mapping[str, str], name: Env) -> str | None:
@@ -307,15 +313,7 @@ def _admin_emails(env: Mapping[str, str]) -> frozenset[str]:
     return frozenset(e.lower() for e in emails)
 
 
-def load_settings(env: Mapping[str, str]) -> ServerSettings:
-    """Read and validate every setting; raise `SettingsError` on the first bad one."""
-    port = _int(env, Env.PORT, 8080, 1, 65535)
-    host = _get(env, Env.HOST) or "0.0.0.0"
-    workers = _int(env, Env.WORKERS, 2, 1, 32)
-    threads = _int(env, Env.THREADS, 4, 1, 64)
-    backend = _backend_store_uri(env)
-    artifacts = _artifacts_destination(env)
-
+def _auth_mode(env: Mapping[str, str]) -> AuthMode:
     mode_raw = (_get(env, Env.AUTH_MODE) or "").lower()
     if not mode_raw:
         raise SettingsError(
@@ -323,12 +321,14 @@ def load_settings(env: Mapping[str, str]) -> ServerSettings:
             "basic (one machine) or none (tests only)"
         )
     try:
-        auth_mode = AuthMode(mode_raw)
+        return AuthMode(mode_raw)
     except ValueError:
         raise SettingsError(
             f"{Env.AUTH_MODE.value}={mode_raw!r} is not one of iap, basic, none"
         ) from None
 
+
+def _iap_audience(env: Mapping[str, str], auth_mode: AuthMode) -> str | None:
     audience = _get(env, Env.IAP_AUDIENCE)
     if auth_mode is AuthMode.IAP:
         if audience is None:
@@ -346,42 +346,62 @@ def load_settings(env: Mapping[str, str]) -> ServerSettings:
             f"{Env.IAP_AUDIENCE.value} is set but {Env.AUTH_MODE.value}={auth_mode.value}: "
             "set AUTH_MODE=iap or unset IAP_AUDIENCE"
         )
-    jwks_url = _get(env, Env.IAP_JWKS_URL) or IAP_JWKS_URL_DEFAULT
-    if urlsplit(jwks_url).scheme not in ("http", "https"):
-        raise SettingsError(f"{Env.IAP_JWKS_URL.value}={jwks_url!r} is not an http(s) URL")
+    return audience
 
-    pool = None
-    max_connections = _get(env, Env.DB_MAX_CONNECTIONS)
-    if max_connections is not None:
-        pool = size_pool(
-            max_connections=_int(env, Env.DB_MAX_CONNECTIONS, 0, 5, 100_000),
-            reserved=_int(env, Env.DB_RESERVED_CONNECTIONS, 5, 0, 1000),
-            max_instances=_int(env, Env.MAX_INSTANCES, 1, 1, 1000),
-            workers=workers,
-        )
 
+def _http_url(env: Mapping[str, str], name: Env, default: str) -> str:
+    url = _get(env, name) or default
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise SettingsError(f"{name.value}={url!r} is not an http(s) URL")
+    return url.rstrip("/") if name is Env.IAM_CREDENTIALS_ENDPOINT else url
+
+
+def _pool(env: Mapping[str, str], workers: int) -> PoolBudget | None:
+    if _get(env, Env.DB_MAX_CONNECTIONS) is None:
+        return None
+    return size_pool(
+        max_connections=_int(env, Env.DB_MAX_CONNECTIONS, 0, 5, 100_000),
+        reserved=_int(env, Env.DB_RESERVED_CONNECTIONS, 5, 0, 1000),
+        max_instances=_int(env, Env.MAX_INSTANCES, 1, 1, 1000),
+        workers=workers,
+    )
+
+
+def _signer(env: Mapping[str, str]) -> str | None:
     signer = _get(env, Env.SIGNING_SERVICE_ACCOUNT)
     if signer is not None and not _EMAIL.match(signer):
         raise SettingsError(
             f"{Env.SIGNING_SERVICE_ACCOUNT.value}={signer!r} is not a service account email"
         )
+    return signer
 
+
+def load_settings(env: Mapping[str, str]) -> ServerSettings:
+    """Read and validate every setting; raise `SettingsError` on the first bad one."""
+    workers = _int(env, Env.WORKERS, 2, 1, 32)
+    backend = _backend_store_uri(env)
+    artifacts = _artifacts_destination(env)
+    auth_mode = _auth_mode(env)
     return ServerSettings(
         admin_emails=_admin_emails(env),
-        host=host,
-        port=port,
+        host=_get(env, Env.HOST) or "0.0.0.0",
+        port=_int(env, Env.PORT, 8080, 1, 65535),
         workers=workers,
-        threads=threads,
+        threads=_int(env, Env.THREADS, 4, 1, 64),
         backend_store_uri=backend,
         artifacts_destination=artifacts,
         allowed_hosts=_allowed_hosts(env),
         cors_allowed_origins=_cors_origins(env),
         auth_mode=auth_mode,
-        iap_audience=audience,
-        iap_jwks_url=jwks_url,
-        pool=pool,
-        signing_service_account=signer,
+        iap_audience=_iap_audience(env, auth_mode),
+        iap_jwks_url=_http_url(env, Env.IAP_JWKS_URL, IAP_JWKS_URL_DEFAULT),
+        pool=_pool(env, workers),
+        signing_service_account=_signer(env),
         # How long `serve` retries an unreachable database at start (Direct VPC egress can take
         # a minute or more to connect); the startup probe's budget must exceed it.
         db_wait_seconds=_int(env, Env.DB_WAIT_SECONDS, 120, 0, 600),
+        google_cloud_project=_get(env, Env.GOOGLE_CLOUD_PROJECT),
+        iam_credentials_endpoint=_http_url(
+            env, Env.IAM_CREDENTIALS_ENDPOINT, IAM_CREDENTIALS_ENDPOINT_DEFAULT
+        ),
     )

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, unquote
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from deployer import jose
+from deployer.server import jose
 from tests.support import jws
 from tests.support.http import LocalHttpServer, Request, Response
 from tests.support.processes import base_env

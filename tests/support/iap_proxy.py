@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import requests
 
-from deployer import jose
+from deployer.server import jose
 from tests.support import jws
 from tests.support.google_fakes import GOOGLE_ISSUER, GoogleFakes
 from tests.support.http import LocalHttpServer, Request, Response

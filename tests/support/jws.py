@@ -1,6 +1,7 @@
 """Signing side of JWS for the fakes of Google's endpoints (IAP, the OAuth token endpoint, IAM
 Credentials signJwt): what Google signs, we sign here, and the code under test verifies with
-PyJWT (`deployer.jose`). Keeping the two apart means a bug in one cannot hide in the other."""
+PyJWT (`deployer.server.jose`). Keeping the two apart means a bug in one cannot hide in the
+other."""
 
 from __future__ import annotations
 
