@@ -7,6 +7,11 @@ provider "google" {
 locals {
   labels = merge(var.labels, { app = "mlflow", managed-by = "terraform" })
 
+  # Google Cloud's limits, kept once for the deployer and Terraform (deployer/limits.json):
+  # Cloud SQL's default max_connections for the tier, sizing the server's connection pools.
+  limits             = jsondecode(file("${path.module}/../deployer/limits.json"))
+  db_max_connections = lookup(local.limits.db_tier_max_connections, var.db_tier, local.limits.db_default_max_connections)
+
   # One deployment's name: SERVICE_NAME in the default environment, SERVICE_NAME-ENVIRONMENT in
   # any other, so two environments can share a project. Everything is named after it. The
   # deployer derives the registry repository the same way (deployer/image_build.py
@@ -107,7 +112,7 @@ module "service" {
     user_name               = module.database.user_name
     password_secret_id      = module.database.password_secret_id
     password_secret_version = module.database.password_secret_version
-    max_connections         = module.database.max_connections
+    max_connections         = local.db_max_connections
   }
   bucket_name              = module.artifacts.name
   vpc_egress               = var.vpc_egress

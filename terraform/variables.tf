@@ -11,8 +11,9 @@ variable "region" {
   type        = string
   description = "Region for every regional resource (Cloud Run, Cloud SQL, the bucket, the registry), e.g. europe-west1."
   validation {
-    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
-    error_message = "region must be a GCP region such as us-central1 or europe-west1."
+    # Regions that offer both Cloud Run and Cloud SQL, kept once in deployer/limits.json.
+    condition     = contains(jsondecode(file("${path.module}/../deployer/limits.json")).regions, var.region)
+    error_message = "region must offer Cloud Run and Cloud SQL (the list, with its source and date, is in deployer/limits.json), e.g. us-central1 or europe-west1."
   }
 }
 
@@ -254,7 +255,7 @@ variable "max_instances" {
     # Each engine needs 2 connections at least (MLflow cannot turn pool overflow off).
     condition = (
       var.max_instances * (var.server_workers + 1) * 2 * 2 <=
-      lookup({ "db-f1-micro" = 25, "db-g1-small" = 50 }, var.db_tier, 100) - var.db_reserved_connections
+      lookup(jsondecode(file("${path.module}/../deployer/limits.json")).db_tier_max_connections, var.db_tier, jsondecode(file("${path.module}/../deployer/limits.json")).db_default_max_connections) - var.db_reserved_connections
     )
     error_message = "max_instances x (server_workers + 1) processes x 2 pools x 2 connections exceeds the db_tier's connection cap minus db_reserved_connections: lower max_instances or server_workers, or pick a larger tier."
   }
@@ -297,6 +298,16 @@ variable "memory" {
   validation {
     condition     = can(regex("^[0-9]+(Mi|Gi)$", var.memory))
     error_message = "memory must look like 512Mi or 2Gi."
+  }
+  validation {
+    # Cloud Run's memory range for the vCPU count, kept once in deployer/limits.json (a
+    # malformed memory or cpu is reported by its own rule, hence the try).
+    condition = try(
+      tonumber(regex("^[0-9]+", var.memory)) * (endswith(var.memory, "Gi") ? 1024 : 1) >= jsondecode(file("${path.module}/../deployer/limits.json")).cloud_run_memory_mib_by_cpu[var.cpu][0] &&
+      tonumber(regex("^[0-9]+", var.memory)) * (endswith(var.memory, "Gi") ? 1024 : 1) <= jsondecode(file("${path.module}/../deployer/limits.json")).cloud_run_memory_mib_by_cpu[var.cpu][1],
+      true
+    )
+    error_message = "memory must fit Cloud Run's range for the cpu count (1 vCPU: 512Mi to 4Gi, 2: 512Mi to 8Gi, 4: 2Gi to 16Gi; deployer/limits.json): change memory or cpu."
   }
 }
 

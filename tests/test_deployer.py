@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -116,7 +115,7 @@ def health(fakes):
         auth = req.headers.get("authorization", "")
         sa = fakes.accounts.get(CLIENT_SA)
         try:
-            from deployer import jose
+            from deployer.server import jose
 
             jose.verify(
                 auth.removeprefix("Bearer "),
@@ -292,13 +291,10 @@ def test_the_shared_table_through_terraform_variables(tmp_path):
     """The same table through terraform/variables.tf's own validation blocks, evaluated by the
     real Terraform (`terraform test`, mock providers): the same values accepted and refused."""
     copy = tfcheck._copy(REPO / "terraform", tmp_path / "terraform")
-    # Terraform reads the limits the deployer checks from ../deployer/limits.json.
-    (tmp_path / "deployer").mkdir()
-    shutil.copy(REPO / "deployer" / "limits.json", tmp_path / "deployer" / "limits.json")
     for test_file in (copy / "tests").glob("*.tftest.hcl"):
         test_file.unlink()
     runs = []
-    for i, case in enumerate(c for c in CASES if c.terraform):
+    for i, case in enumerate(CASES):
         variables = "".join(f"    {k} = {_hcl(v)}\n" for k, v in case.changes.items())
         expect = f"  expect_failures = [var.{case.blamed}]\n" if case.blamed else ""
         runs.append(
@@ -741,7 +737,7 @@ def test_token_and_env_read_the_deployed_outputs(world, health, fakes):
     assert f"export MLFLOW_IAP_SERVICE_ACCOUNT={CLIENT_SA}" in env.stdout
     token = world.deployer("token")
     assert token.returncode == 0, token.stderr
-    from deployer import jose
+    from deployer.server import jose
 
     claims = jose.verify(
         token.stdout.strip(),

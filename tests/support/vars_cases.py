@@ -2,8 +2,8 @@
 terraform/variables.tf's validation blocks: the two must accept and refuse the same values.
 
 Each case: the settings it changes (on top of a valid base), and the variable Terraform and the
-deployer must blame (None: both accept). `terraform=False` marks a rule only the deployer checks
-so far (limits.json's regions and cpu/memory pairs): Terraform is to read the same file.
+deployer must blame (None: both accept). Both read Google's limits (regions, cpu/memory pairs,
+connection caps) from deployer/limits.json.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 class Case:
     changes: dict[str, Any]
     blamed: str | None
-    terraform: bool = True
 
     @property
     def name(self) -> str:
@@ -29,8 +28,8 @@ def ok(**changes: Any) -> Case:
     return Case(changes, None)
 
 
-def bad(blamed: str, terraform: bool = True, **changes: Any) -> Case:
-    return Case(changes, blamed, terraform)
+def bad(blamed: str, **changes: Any) -> Case:
+    return Case(changes, blamed)
 
 
 CASES: tuple[Case, ...] = (
@@ -42,8 +41,8 @@ CASES: tuple[Case, ...] = (
     ok(region="asia-southeast2"),
     bad("region", region="moon"),
     bad("region", region="europe-west1\n"),
-    bad("region", terraform=False, region="europe-wst1"),
-    bad("region", terraform=False, region="us-central2"),
+    bad("region", region="europe-wst1"),
+    bad("region", region="us-central2"),
     ok(service_name="mlflow-team"),
     bad("service_name", service_name="MLflow"),
     bad("service_name", service_name="a-name-far-too-long-for-it"),
@@ -80,9 +79,9 @@ CASES: tuple[Case, ...] = (
     bad("memory", memory="1Gi\n"),
     # Cloud Run's vCPU/memory table (limits.json).
     ok(cpu="4", memory="2Gi"),
-    bad("memory", terraform=False, cpu="4", memory="1Gi"),
-    bad("memory", terraform=False, cpu="1", memory="8Gi"),
-    bad("memory", terraform=False, cpu="1", memory="256Mi"),
+    bad("memory", cpu="4", memory="1Gi"),
+    bad("memory", cpu="1", memory="8Gi"),
+    bad("memory", cpu="1", memory="256Mi"),
     # Admins become the server's comma-separated ADMIN_EMAILS: people and service accounts only.
     ok(web_app_admins=["user:ana@example.com", "serviceAccount:ci@p-1234.iam.gserviceaccount.com"]),
     bad("web_app_admins", web_app_admins=["group:ml@example.com"]),

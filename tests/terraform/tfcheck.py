@@ -101,7 +101,13 @@ class StandInProviders:
 
 
 def _copy(src: Path, dest: Path) -> Path:
+    """A copy of a Terraform folder, with the limits file the root reads beside it as in the
+    repository (terraform/ reads ../deployer/limits.json)."""
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))
+    limits = src.parent / "deployer" / "limits.json"
+    if limits.is_file():
+        (dest.parent / "deployer").mkdir(exist_ok=True)
+        shutil.copy(limits, dest.parent / "deployer" / "limits.json")
     return dest
 
 

@@ -2,9 +2,7 @@ locals {
   postgres = var.engine == "postgresql"
   # PostgreSQL 16 defaults to ENTERPRISE_PLUS, which rejects the small shared-core tiers.
   edition = startswith(var.tier, "db-perf-optimized-") ? "ENTERPRISE_PLUS" : "ENTERPRISE"
-  # Cloud SQL's default max_connections for the tier (the lower of the two engines).
-  max_connections = lookup({ "db-f1-micro" = 25, "db-g1-small" = 50 }, var.tier, 100)
-  user            = "mlflow"
+  user    = "mlflow"
   # Bumped by hand to rotate the password (with a new random_password keeper).
   password_version = 1
   database         = "mlflow"

@@ -42,8 +42,3 @@ output "password_secret_name" {
   description = "The secret's full resource name, for IAM bindings."
   value       = google_secret_manager_secret.db_password.id
 }
-
-output "max_connections" {
-  description = "The tier's connection cap, for the server's pool sizing."
-  value       = local.max_connections
-}
