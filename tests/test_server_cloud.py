@@ -555,6 +555,18 @@ def test_spans_sent_over_otlp_carry_the_verified_member(apis, experiment):
     assert info["trace_metadata"]["mlflow.trace.user"] == BOB, info
 
 
+def test_legacy_v2_traces_carry_the_verified_member(apis, experiment):
+    bob = apis["bob"]
+    forged = [{"key": "mlflow.trace.user", "value": "mallory"}]
+    body = {"experiment_id": experiment, "timestamp_ms": int(time.time() * 1000)}
+    started = bob.ok("POST", "traces", {**body, "request_metadata": forged, "tags": []})
+    request_id = started["trace_info"]["request_id"]
+    end = {"timestamp_ms": int(time.time() * 1000), "status": "OK", "request_metadata": forged}
+    bob.ok("PATCH", f"traces/{request_id}", {**end, "tags": []})
+    info = bob.ok("GET", f"traces/{request_id}/info")["trace_info"]
+    assert {m["key"]: m["value"] for m in info["request_metadata"]}["mlflow.trace.user"] == BOB
+
+
 @pytest.mark.parametrize(
     "path",
     ["/v1/traces", "/ajax-api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/assistant/config"],
