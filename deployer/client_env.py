@@ -14,9 +14,9 @@ from deployer.mlflow_auth import (
     ENV_AUDIENCE,
     ENV_SERVICE_ACCOUNT,
     MULTIPART_THRESHOLD_BYTES,
-    settings_from_env,
+    minter_for,
 )
-from deployer.tokens import MintedToken, TokenMinter, audience_for
+from deployer.tokens import MintedToken, audience_for
 
 _SERVICE_ACCOUNT = re.compile(
     r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9.-]+\.iam\.gserviceaccount\.com$"
@@ -108,9 +108,13 @@ def token_environment(
 
 
 def mint_token(env: Mapping[str, str], lifetime: int) -> tuple[MintedToken, str]:
-    """A token for the server `env` names, and the audience it was minted for."""
-    aud, service_account, _ = settings_from_env(env)
-    return TokenMinter(aud, service_account, lifetime).mint(), aud
+    """A token for the server `env` names, and the audience it was minted for.
+
+    The same identity rule as the plugin (`mlflow_auth.minter_for`): the person's own ID token
+    when they signed in with `deployer login` (audience = the allowlisted OAuth client; Google's
+    ID tokens live an hour whatever `lifetime` says), else the shared client account."""
+    _, minter = minter_for(env, lifetime)
+    return minter.mint(), minter.audience
 
 
 def env_lines(

@@ -85,20 +85,32 @@ def personal_login(env: Mapping[str, str]) -> user_login.StoredLogin | None:
     return stored
 
 
-def cache_for(env: Mapping[str, str] | None = None) -> TokenCache:
-    env = os.environ if env is None else env
+Minter = TokenMinter | user_login.PersonalTokenMinter
+
+
+def minter_for(
+    env: Mapping[str, str], lifetime: int | None = None
+) -> tuple[tuple[str, ...], Minter]:
+    """Who the tokens for this environment are minted as, for the plugin and `deployer token`
+    alike: the person's stored login (see `personal_login`), else the shared client account.
+    Returns a key naming that identity (for caching) and its minter."""
     stored = personal_login(env)
     if stored is not None:
-        key: tuple[str, ...] = ("personal", stored.client_id, stored.refresh_token)
-        with _caches_lock:
-            if key not in _caches:
-                _caches[key] = TokenCache(user_login.PersonalTokenMinter(stored))  # type: ignore[arg-type]
-            return _caches[key]
-    audience, service_account, lifetime = settings_from_env(env)
+        return ("personal", stored.client_id, stored.refresh_token), (
+            user_login.PersonalTokenMinter(stored)
+        )
+    audience, service_account, default_lifetime = settings_from_env(env)
+    lifetime = lifetime or default_lifetime
     key = ("service-account", audience, service_account or "", str(lifetime))
+    return key, TokenMinter(audience, service_account, lifetime)
+
+
+def cache_for(env: Mapping[str, str] | None = None) -> TokenCache:
+    env = os.environ if env is None else env
+    key, minter = minter_for(env)
     with _caches_lock:
         if key not in _caches:
-            _caches[key] = TokenCache(TokenMinter(audience, service_account, lifetime))
+            _caches[key] = TokenCache(minter)  # type: ignore[arg-type]
         return _caches[key]
 
 

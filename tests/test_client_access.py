@@ -4,6 +4,7 @@ keeps long runs authenticated, against local fakes of Google's endpoints and an 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -489,6 +490,32 @@ def test_personal_tokens_are_refreshed_and_a_revoked_sign_in_says_what_to_do(per
     # Asked for the shared account explicitly, the same person still gets through.
     monkeypatch.setenv(mlflow_auth.ENV_IDENTITY, "service-account")
     assert mlflow_auth.cache_for().minter.service_account == CLIENT_SA
+
+
+def test_deployer_token_follows_the_plugins_identity_rule(personal):
+    """`deployer token` (client_env.mint_token) mints as the plugin would: the signed-in
+    person's own ID token, the shared account when asked for it, one clear error when
+    `personal` is asked for without a login."""
+    from deployer import client_env
+
+    _, proxy, dirs, _ = personal
+    env = dict(os.environ, MLFLOW_DEPLOYER_CONFIG_DIR=str(dirs[BOB]))
+    minted, aud = client_env.mint_token(env, 600)
+    assert (minted.service_account, aud) == (BOB, DESKTOP_CLIENT)
+    assert proxy.identify(minted.token) == BOB
+
+    shared, _ = client_env.mint_token({**env, mlflow_auth.ENV_IDENTITY: "service-account"}, 600)
+    assert shared.service_account == CLIENT_SA and proxy.identify(shared.token) == CLIENT_SA
+
+    other_client = {**env, "MLFLOW_IAP_OAUTH_CLIENT_ID": "another-deployment-client"}
+    assert client_env.mint_token(other_client, 600)[0].service_account == CLIENT_SA
+    nobody = {
+        **env,
+        "MLFLOW_DEPLOYER_CONFIG_DIR": "/nonexistent",
+        "MLFLOW_IAP_IDENTITY": "personal",
+    }
+    with pytest.raises(tokens.TokenError, match="run `deployer login`"):
+        client_env.mint_token(nobody, 600)
 
 
 def test_without_the_allowlist_iap_refuses_a_personal_token(personal):

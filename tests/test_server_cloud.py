@@ -523,6 +523,50 @@ def test_traces_go_in_through_otlp_and_are_found_by_their_text(through_iap, serv
     assert [s.name for s in trace.data.spans] == ["answer"]
 
 
+def test_spans_sent_over_otlp_carry_the_verified_member(apis, experiment):
+    """OTLP ingest (`POST /v1/traces`, FastAPI-only) creates the trace from the spans: the
+    `user.id` a span claims must not become the trace's `mlflow.trace.user`."""
+    bob = apis["bob"]
+    trace_hex, now = uuid.uuid4().hex, time.time_ns()
+    span = {
+        "traceId": trace_hex,
+        "spanId": uuid.uuid4().hex[:16],
+        "name": "forged",
+        "startTimeUnixNano": str(now),
+        "endTimeUnixNano": str(now + 1_000_000),
+        "attributes": [
+            {"key": "user.id", "value": {"stringValue": '"mallory"'}},
+            {"key": "mlflow.trace.user", "value": {"stringValue": '"mallory"'}},
+        ],
+    }
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    r = requests.post(
+        f"{bob.url}/v1/traces",
+        json=body,
+        headers={
+            "x-goog-iap-jwt-assertion": bob.keys.assertion(BOB),
+            "x-mlflow-experiment-id": experiment,
+        },
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    v3 = Api(bob.url, bob.keys, BOB, "/api/3.0/mlflow")
+    info = v3.ok("GET", f"traces/tr-{trace_hex}")["trace"]["trace_info"]
+    assert info["trace_metadata"]["mlflow.trace.user"] == BOB, info
+
+
+def test_legacy_v2_traces_carry_the_verified_member(apis, experiment):
+    bob = apis["bob"]
+    forged = [{"key": "mlflow.trace.user", "value": "mallory"}]
+    body = {"experiment_id": experiment, "timestamp_ms": int(time.time() * 1000)}
+    started = bob.ok("POST", "traces", {**body, "request_metadata": forged, "tags": []})
+    request_id = started["trace_info"]["request_id"]
+    end = {"timestamp_ms": int(time.time() * 1000), "status": "OK", "request_metadata": forged}
+    bob.ok("PATCH", f"traces/{request_id}", {**end, "tags": []})
+    info = bob.ok("GET", f"traces/{request_id}/info")["trace_info"]
+    assert {m["key"]: m["value"] for m in info["request_metadata"]}["mlflow.trace.user"] == BOB
+
+
 @pytest.mark.parametrize(
     "path",
     ["/v1/traces", "/ajax-api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/assistant/config"],

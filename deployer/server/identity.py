@@ -9,7 +9,8 @@ So no body is parsed twice and no encoding can slip past.
 
 - Authorship: runs get `user_id` and the `mlflow.user` tag of the member; experiments,
   registered models (prompts included), model versions and logged models get the `mlflow.user`
-  tag; traces get the `mlflow.trace.user` metadata. Later writes of `mlflow.user` are dropped
+  tag; traces get the `mlflow.trace.user` metadata, whether started through the REST API (v3 or
+  the legacy v2) or created by spans sent over OTLP. Later writes of `mlflow.user` are dropped
   (the recorded author stays) and deleting it is refused with 403, for everyone.
 - Admins: deleting experiments, registered models and model versions, managing webhooks and the
   AI gateway (secrets, endpoints, model definitions, budgets, guardrails) need a member listed
@@ -216,6 +217,67 @@ def _stamp_trace(args: dict[str, Any], member: Member | None) -> bool:
     return True
 
 
+def _stamp_trace_v2(args: dict[str, Any], member: Member | None) -> bool:
+    """MLflow's legacy (v2) trace start takes the user from its request metadata."""
+    if member is not None:
+        metadata = dict(args.get("request_metadata") or {})
+        metadata[TRACE_USER_KEY] = member.email
+        args["request_metadata"] = metadata
+    return True
+
+
+def _keep_trace_user(args: dict[str, Any], member: Member | None) -> bool:
+    """Ending a legacy (v2) trace must not rewrite who started it."""
+    metadata = args.get("request_metadata")
+    if metadata and TRACE_USER_KEY in metadata:
+        args["request_metadata"] = {k: v for k, v in metadata.items() if k != TRACE_USER_KEY}
+    return True
+
+
+def _existing_trace_ids(store: Any, trace_ids: list[str]) -> set[str]:
+    from mlflow.store.tracking.dbmodels.models import SqlTraceInfo
+
+    with store.ManagedSessionMaker() as session:
+        rows = session.query(SqlTraceInfo.request_id).filter(SqlTraceInfo.request_id.in_(trace_ids))
+        return {row[0] for row in rows}
+
+
+def _record_trace_author(store: Any, trace_ids: list[str], email: str) -> None:
+    from mlflow.store.tracking.dbmodels.models import SqlTraceMetadata
+
+    with store.ManagedSessionMaker(read_only=False) as session:
+        for trace_id in sorted(trace_ids):  # sorted, as MLflow does, so writers cannot deadlock
+            session.merge(SqlTraceMetadata(request_id=trace_id, key=TRACE_USER_KEY, value=email))
+
+
+def _wrap_log_spans(cls: type) -> None:
+    """Spans that create their trace (OTLP ingest, `POST /v1/traces`) make it the member's.
+
+    MLflow's `log_spans` creates a missing trace and takes its user from the spans' `user.id`
+    attribute: whatever a client claims. Traces that existed before keep their recorded user
+    (start_trace stamped it); the ones this call created get the verified member.
+    """
+    original = cls.log_spans
+    if getattr(original, "__deployer_wrapped__", False):
+        return
+
+    @functools.wraps(original)
+    def log_spans(self: Any, location: str, spans: list[Any], *args: Any, **kwargs: Any) -> Any:
+        member = current()
+        if member is None or _inside.get() or not spans:
+            return original(self, location, spans, *args, **kwargs)
+        trace_ids = sorted({span.trace_id for span in spans})
+        existed = _existing_trace_ids(self, trace_ids)
+        logged = original(self, location, spans, *args, **kwargs)
+        created = _existing_trace_ids(self, trace_ids) - existed
+        if created:
+            _record_trace_author(self, sorted(created), member.email)
+        return logged
+
+    log_spans.__deployer_wrapped__ = True  # type: ignore[attr-defined]
+    cls.log_spans = log_spans
+
+
 def _both(*rewrites: Rewrite) -> Rewrite:
     def rewrite(args: dict[str, Any], member: Member | None) -> bool:
         return all(r(args, member) is not False for r in rewrites)
@@ -249,6 +311,9 @@ def install_on_tracking_store(cls: type, artifact_roots: tuple[str, ...]) -> Non
     _wrap(cls, "set_logged_model_tags", _filter_identity_tags("tags"))
     _wrap(cls, "delete_logged_model_tag", _refuse_identity_delete("key"))
     _wrap(cls, "start_trace", _stamp_trace)
+    _wrap(cls, "deprecated_start_trace_v2", _stamp_trace_v2)
+    _wrap(cls, "deprecated_end_trace_v2", _keep_trace_user)
+    _wrap_log_spans(cls)
     for name in _gateway_management_methods():
         if hasattr(cls, name):
             _wrap(cls, name, _admin_only("managing the AI gateway"))

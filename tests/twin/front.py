@@ -127,6 +127,9 @@ class TwinIap(IapProxy):
                 "server. (IAP's service agent lacks roles/run.invoker on the service.)",
             )
         self.upstream = f"http://127.0.0.1:{route['port']}"
+        # A person's own Google ID token is admitted only for the OAuth clients this service's
+        # google_iap_settings allowlists (read from state on every request, like the members).
+        self.programmatic_clients = st.programmatic_clients(doc, route["name"])
         project_number = doc["project"]["number"]
         region = route["service"].split("/locations/")[1].split("/")[0]
         self.keys.audience = (

@@ -167,3 +167,25 @@ def holds(doc: dict[str, Any], member: str, role: str, *on: str) -> bool:
 
 def members_with(doc: dict[str, Any], role: str, on: str) -> set[str]:
     return {m for (s, r, m) in bindings(doc) if s in {on, "project"} and r == role}
+
+
+def _blocks(value: Any) -> list[dict[str, Any]]:
+    """A nested block as stored: one object, or Terraform's list of one."""
+    if isinstance(value, dict):
+        return [value]
+    return [v for v in value or [] if isinstance(v, dict)]
+
+
+def programmatic_clients(doc: dict[str, Any], service: str) -> set[str]:
+    """OAuth clients allowlisted for programmatic access to the Cloud Run service `service`
+    (`google_iap_settings` on `projects/N/iap_web/cloud_run-REGION/services/SERVICE`,
+    access_settings.oauth_settings.programmatic_clients): IAP then admits a person's Google ID
+    token whose aud is one of them (https://cloud.google.com/iap/docs/authentication-howto)."""
+    out: set[str] = set()
+    for r in resources(doc, "google_iap_settings").values():
+        if str(r.get("name", "")).rsplit("/services/", 1)[-1] != service:
+            continue
+        for access in _blocks(r.get("access_settings")):
+            for oauth in _blocks(access.get("oauth_settings")):
+                out.update(str(c) for c in oauth.get("programmatic_clients") or [])
+    return out
