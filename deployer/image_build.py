@@ -14,7 +14,8 @@ from deployer.stack import REPO_ROOT, deployment_name
 from deployer.vars import Settings
 
 IMAGE_NAME = "mlflow-server"
-# Everything image/Dockerfile copies in (see .dockerignore), and the Dockerfile itself.
+# Everything image/Dockerfile copies in (see .dockerignore), and the Dockerfile itself: the
+# server package and nothing else of the deployer, so a change to the CLI builds no new image.
 INPUTS = (
     "image/Dockerfile",
     "image/install.sh",
@@ -22,13 +23,17 @@ INPUTS = (
     "pyproject.toml",
     "README.md",
     "constraints.txt",
+    "deployer/__init__.py",
 )
+PACKAGE_INPUTS = "deployer/server"
 
 
 def input_files(root: Path = REPO_ROOT) -> list[Path]:
     files = [root / p for p in INPUTS]
     files += sorted(
-        p for p in (root / "deployer").rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        p
+        for p in (root / PACKAGE_INPUTS).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
     )
     return files
 

@@ -720,12 +720,16 @@ def test_image_tag_follows_the_content(tmp_path):
     for rel in image_build.INPUTS:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(rel)
-    (tmp_path / "deployer").mkdir()
-    (tmp_path / "deployer" / "a.py").write_text("x = 1\n")
+    server = tmp_path / image_build.PACKAGE_INPUTS
+    server.mkdir(parents=True)
+    (server / "a.py").write_text("x = 1\n")
     first = image_build.content_tag(tmp_path)
     assert image_build.content_tag(tmp_path) == first
+    # The CLI is not in the image: changing it keeps the tag.
+    (tmp_path / "deployer" / "cli.py").write_text("y = 1\n")
+    assert image_build.content_tag(tmp_path) == first
     time.sleep(0.01)
-    (tmp_path / "deployer" / "a.py").write_text("x = 2\n")
+    (server / "a.py").write_text("x = 2\n")
     assert image_build.content_tag(tmp_path) != first
 
 
