@@ -242,6 +242,8 @@ def env_cmd(
     else:
         lines = client_env.env_lines(url, service_account, environment)
     click.echo("\n".join(lines))
+    if client_env.login_offered(lines):
+        click.echo(client_env.LOGIN_HINT, err=True)
 
 
 # ----- the owner's commands ---------------------------------------------------------------
@@ -419,7 +421,7 @@ def apply_cmd(vars_path: Path, dry_run: bool, yes: bool) -> None:
 )
 def deploy_cmd(vars_path: Path, dry_run: bool, local_docker: bool, health_timeout: int) -> None:
     """Build, apply, migrate, wait for health: the whole deployment, resumable."""
-    from deployer import access, deploy
+    from deployer import access, client_env, deploy
 
     settings = _settings(vars_path)
     runner = _runner(dry_run)
@@ -430,8 +432,11 @@ def deploy_cmd(vars_path: Path, dry_run: bool, local_docker: bool, health_timeou
     click.echo("")
     click.echo(f"MLflow is up at {done.url} (private: only web_app_users get through IAP).")
     click.echo("Researchers: gcloud auth application-default login, then")
-    for line in done.researcher_lines():
+    lines = done.researcher_lines()
+    for line in lines:
         click.echo(f"  {line}")
+    if client_env.login_offered(lines):
+        click.echo(f"  {client_env.LOGIN_HINT}")
 
 
 @cli.command("status")

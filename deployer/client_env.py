@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from deployer import local as local_server
+from deployer import user_login
 from deployer.errors import DeployerError
 from deployer.mlflow_auth import (
     AUTH_NAME,
@@ -27,7 +28,12 @@ class ClientEnvError(DeployerError, ValueError):
     pass
 
 
-def cloud_exports(url: str | None, service_account: str | None) -> list[str]:
+def cloud_exports(
+    url: str | None, service_account: str | None, oauth_client_id: str | None = None
+) -> list[str]:
+    """The exports for a deployed server; with the OAuth client IAP allowlists for programmatic
+    access, also its ID, so a `deployer login` for that client is used (and one for another
+    deployment's client is not)."""
     loopback = url is not None and url.startswith(("http://127.0.0.1", "http://localhost"))
     if not url or not (url.startswith("https://") or loopback):
         raise ClientEnvError(
@@ -43,7 +49,25 @@ def cloud_exports(url: str | None, service_account: str | None) -> list[str]:
         f"export MLFLOW_TRACKING_AUTH={AUTH_NAME}",
         f"export {ENV_SERVICE_ACCOUNT}={service_account}",
         f"export MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE={MULTIPART_THRESHOLD_BYTES}",
+        *([f"export {user_login.ENV_CLIENT_ID}={oauth_client_id}"] if oauth_client_id else []),
     ]
+
+
+LOGIN_HINT = (
+    "then `deployer login` once (with MLFLOW_IAP_OAUTH_CLIENT_SECRET from the project owner), "
+    "so runs from code carry your own email"
+)
+
+
+def login_offered(lines: list[str]) -> bool:
+    """Whether the exports name an allowlisted OAuth client, so `deployer login` applies."""
+    return any(f"export {user_login.ENV_CLIENT_ID}=" in line for line in lines)
+
+
+def oauth_client_of(outputs: Mapping[str, object]) -> str | None:
+    """The first allowlisted desktop OAuth client of a deployment's outputs, if any."""
+    clients = outputs.get("iap_programmatic_clients") or []
+    return str(clients[0]) if isinstance(clients, list) and clients else None
 
 
 def local_exports(data_dir: Path, port: int) -> list[str]:
@@ -124,4 +148,5 @@ def env_lines(
     if url is None and service_account is None:
         outputs = deployed_outputs(environment)
         url, service_account = outputs["service_url"], outputs["client_service_account"]
+        return cloud_exports(url, service_account, oauth_client_of(outputs))
     return cloud_exports(url, service_account)

@@ -204,7 +204,9 @@ class Deployed:
     outputs: dict[str, Any]
 
     def researcher_lines(self) -> list[str]:
-        return client_env.cloud_exports(self.url, self.client_service_account)
+        return client_env.cloud_exports(
+            self.url, self.client_service_account, client_env.oauth_client_of(self.outputs)
+        )
 
 
 def deploy(

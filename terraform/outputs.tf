@@ -83,3 +83,8 @@ output "sleeper_job_name" {
   description = "The Cloud Run job that stops the idle database (null when db_sleep_after_minutes = 0)."
   value       = var.db_sleep_after_minutes > 0 ? module.sleep[0].job_name : null
 }
+
+output "iap_programmatic_clients" {
+  description = "Desktop OAuth clients IAP allowlists for programmatic access: `deployer env` exports the first as MLFLOW_IAP_OAUTH_CLIENT_ID for `deployer login`."
+  value       = var.iap_programmatic_clients
+}
