@@ -25,6 +25,7 @@ from tests.support.google_endpoints.sitecustomize import point_google_auth_at
 from tests.support.google_fakes import WIF_AUDIENCE, GoogleFakes
 from tests.support.iap_proxy import IapProxy
 from tests.support.processes import free_port, wait_healthy
+from tests.support.sign_in import sign_in_from_the_command_line
 
 PROJECT = "test-project"
 CLIENT_SA = f"mlflow-log-pusher@{PROJECT}.iam.gserviceaccount.com"
@@ -429,34 +430,13 @@ BOB = "bob@example.com"
 
 
 def _sign_in_from_the_command_line(fakes, root, config_dir, email):
-    """`deployer login --no-browser`: open the printed URL as `email` in a (fake) browser."""
-    fakes.browser_user = email
     env = fakes.client_env(
         root,
         MLFLOW_DEPLOYER_CONFIG_DIR=str(config_dir),
         MLFLOW_IAP_OAUTH_CLIENT_ID=DESKTOP_CLIENT,
         MLFLOW_IAP_OAUTH_CLIENT_SECRET=fakes.oauth_client(DESKTOP_CLIENT),
     )
-    proc = subprocess.Popen(
-        [console_script("deployer"), "login", "--no-browser"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = ""
-        while "http" not in line:
-            line = proc.stdout.readline()
-            assert line, proc.stderr.read()
-        url = line[line.index("http") :].strip()
-        # The browser follows Google's redirect back to the local server `deployer login` runs.
-        requests.get(url, timeout=30)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
-    return out
+    return sign_in_from_the_command_line(fakes, console_script("deployer"), env, email)
 
 
 def test_deployer_login_keeps_a_private_refresh_token(world, tmp_path):
