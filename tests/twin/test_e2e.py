@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from deployer import image_build
+from deployer import image_build, user_login
+from tests.support.sign_in import sign_in_from_the_command_line
 from tests.twin import podman
 from tests.twin import state as st
 from tests.twin.cloudsql import TwinPostgres
@@ -25,15 +27,23 @@ from tests.twin.harness import REPO, Twin
 pytestmark = pytest.mark.e2e
 
 OWNER = "owner@twin.example.com"
+PEOPLE = ("alice@twin.example.com", "bob@twin.example.com")
+# The Desktop app OAuth client the owner made once in the console; dev allowlists it for
+# programmatic access, staging does not.
+DESKTOP_CLIENT = "1234-abcd.apps.googleusercontent.com"
 
 
-def vars_file(path: Path, environment: str, service_name: str = "mlflow") -> Path:
+def vars_file(
+    path: Path, environment: str, service_name: str = "mlflow", clients: tuple[str, ...] = ()
+) -> Path:
+    users = ", ".join(f'"user:{u}"' for u in (OWNER, *PEOPLE))
     path.write_text(
         f'environment = "{environment}"\n'
         'project_id = "acme-twin"\n'
         'region = "us-central1"\n'
         'state_bucket = "acme-twin-mlflow-tfstate"\n'
-        f'web_app_users = ["user:{OWNER}", "user:alice@twin.example.com"]\n'
+        f"web_app_users = [{users}]\n"
+        f"iap_programmatic_clients = {json.dumps(list(clients))}\n"
         f'service_name = "{service_name}"\n'
         'db_tier = "db-f1-micro"\n'
     )
@@ -110,7 +120,7 @@ def owner(twin, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dev(owner) -> Path:
-    return vars_file(owner.home / "vars.dev", "dev")
+    return vars_file(owner.home / "vars.dev", "dev", clients=(DESKTOP_CLIENT,))
 
 
 def _plugin_env(owner: Owner, environment: str) -> dict[str, str]:
@@ -141,6 +151,59 @@ def test_examples_log_and_load_through_iap_with_the_plugin(owner, dev):
     python = str(REPO / ".venv" / "bin" / "python")
     _ok(owner.run(python, "examples/track_experiment.py", extra=env))
     _ok(owner.run(python, "examples/load_model.py", extra=env))
+
+
+LOG_A_RUN = """
+import mlflow
+mlflow.set_experiment("people")
+with mlflow.start_run() as run:
+    mlflow.log_param("who", "me")
+print("run_id=" + run.info.run_id)
+"""
+
+
+def _exports(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^export (\w+)=(\S+)$", text, re.M))
+
+
+def signed_in(owner: Owner, twin, person: str, environment: str) -> dict[str, str]:
+    """A researcher's shell: `deployer env`'s exports, then `deployer login` once as `person`."""
+    done = owner.deployer("env", "--env", environment)
+    assert done.returncode == 0, done.stderr
+    env = {
+        **_exports(done.stdout),
+        user_login.ENV_CONFIG_DIR: str(owner.home / "config" / person),
+        user_login.ENV_CLIENT_SECRET: twin.google.oauth_client(DESKTOP_CLIENT),
+    }
+    deployer = str(REPO / ".venv" / "bin" / "deployer")
+    out = sign_in_from_the_command_line(twin.google, deployer, {**owner.env, **env}, person)
+    assert f"signed in as {person}" in out
+    return env
+
+
+def author_of(owner: Owner, environment: str, run_id: str) -> tuple[str, str]:
+    url = owner.outputs(environment)["service_url"]
+    r = owner.get(f"{url}/api/2.0/mlflow/runs/get?run_id={run_id}", owner.token(environment))
+    assert r.status_code == 200, r.text
+    run = r.json()["run"]
+    tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+    return run["info"]["user_id"], tags["mlflow.user"]
+
+
+def test_two_people_logging_from_code_each_see_their_own_email(owner, dev, twin):
+    """Each person signs in once with `deployer login`; the plugin then sends their own Google
+    ID token (aud = the allowlisted desktop client) and IAP passes them through as themselves."""
+    assert _exports(_ok(owner.deployer("env", "--env", "dev")))[user_login.ENV_CLIENT_ID] == (
+        DESKTOP_CLIENT
+    )
+    python = str(REPO / ".venv" / "bin" / "python")
+    authors = {}
+    for person in PEOPLE:
+        done = owner.run(python, "-c", LOG_A_RUN, extra=signed_in(owner, twin, person, "dev"))
+        assert done.returncode == 0, done.stderr[-4000:]
+        run_id = re.search(r"run_id=(\w+)", done.stdout).group(1)
+        authors[person] = author_of(owner, "dev", run_id)
+    assert authors == {p: (p, p) for p in PEOPLE}
 
 
 def test_an_idle_database_sleeps_and_the_next_run_wakes_it(owner, dev, twin):
@@ -268,6 +331,24 @@ def test_a_second_environment_stands_beside_the_first(owner, dev, twin):
     for url, env in ((staging_url, "staging"), (dev_url, "dev")):
         r = owner.get(f"{url}/health", owner.token(env))
         assert r.status_code == 200, r.text
+
+
+def test_without_the_allowlist_iap_refuses_a_persons_own_token(owner):
+    """Staging allowlists no desktop client: the same person's own ID token that dev admits
+    is refused there, and the shared client account still gets in."""
+    login = {user_login.ENV_CONFIG_DIR: str(owner.home / "config" / PEOPLE[0])}
+    tokens = {}
+    for environment in ("dev", "staging"):
+        done = owner.run(
+            str(REPO / ".venv" / "bin" / "deployer"), "token", "--env", environment, extra=login
+        )
+        assert done.returncode == 0 and f"token for {PEOPLE[0]}" in done.stderr, done.stderr
+        tokens[environment] = done.stdout.strip()
+    for environment, status in (("dev", 200), ("staging", 401)):
+        url = owner.outputs(environment)["service_url"]
+        assert owner.get(f"{url}/health", tokens[environment]).status_code == status
+    staging_url = owner.outputs("staging")["service_url"]
+    assert owner.get(f"{staging_url}/health", owner.token("staging")).status_code == 200
 
 
 def test_destroy_keeps_the_data_and_a_new_deploy_finds_the_old_runs(owner, dev, twin):
