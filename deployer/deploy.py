@@ -26,7 +26,8 @@ BOOTSTRAP_TARGETS = ("module.apis", "module.registry")
 KEEP_DATA_TARGETS = ("module.service", "module.access", "module.registry")
 # `--delete-data` destroys all but the network first, so the network's VPC peering can be
 # removed before the network itself goes (see remove_service_peering).
-ALL_BUT_NETWORK_TARGETS = (*KEEP_DATA_TARGETS, "module.database", "module.artifacts")
+DATA_TARGETS = ("module.database", "module.artifacts")
+ALL_BUT_NETWORK_TARGETS = (*KEEP_DATA_TARGETS, *DATA_TARGETS)
 # The peering Service Networking creates for private services access (its fixed name).
 SERVICE_PEERING = "servicenetworking-googleapis-com"
 
@@ -337,7 +338,14 @@ def _destroy_everything(stack: Stack, image: str) -> None:
     runner = stack.runner
     runner.echo("Lifting deletion protection on the database and the bucket ...")
     # apply() renders the tfvars with protection off; the destroys below read the same file.
-    apply(stack, image, overrides={"deletion_protection": False, "artifacts_force_destroy": True})
+    # Targeted at the data alone: from a checkout newer than the deployment, a whole apply
+    # would first roll the service and migration job out to an image that was never built.
+    apply(
+        stack,
+        image,
+        targets=DATA_TARGETS,
+        overrides={"deletion_protection": False, "artifacts_force_destroy": True},
+    )
     network = None
     if not stack.settings["network_name"] and not runner.dry_run:
         network = (stack.outputs().get("resource_names") or {}).get("network")

@@ -642,6 +642,10 @@ def test_destroy_delete_data_lifts_protection_first(world):
     peering = next(i for i, c in enumerate(calls) if c["argv"][:4] == delete_peering)
     # Protection off, everything but the network, the peering, then the network.
     assert len(destroys) == 2 and applied < destroys[0][0] < peering < destroys[1][0]
+    # Only the data is applied to: the service is not rolled out on its way out.
+    lift_plan = [c for i, c in tf if c["argv"][1] == "plan" and i < applied][-1]
+    lift_targets = {a for a in lift_plan["argv"] if a.startswith("-target=")}
+    assert lift_targets == {"-target=module.database", "-target=module.artifacts"}
     first_targets = {a for a in destroys[0][1]["argv"] if a.startswith("-target=")}
     assert "-target=module.network" not in first_targets
     assert {"-target=module.database", "-target=module.service"} <= first_targets

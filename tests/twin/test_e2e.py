@@ -81,6 +81,13 @@ class Owner:
     def deployer(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         return self.run(str(REPO / ".venv" / "bin" / "deployer"), *args, stdin=stdin)
 
+    def deployer_from(self, checkout: Path, *args: str) -> subprocess.CompletedProcess:
+        """The deployer of another checkout (a newer one, say), as its owner would run it."""
+        python_path = self.env["PYTHONPATH"].replace(str(REPO), str(checkout))
+        return self.run(
+            str(REPO / ".venv" / "bin" / "deployer"), *args, extra={"PYTHONPATH": python_path}
+        )
+
     def outputs(self, environment: str) -> dict:
         return json.loads((REPO / ".deployer" / environment / "outputs.json").read_text())
 
@@ -294,16 +301,7 @@ def test_an_upgrade_migrates_before_the_new_revision_serves(owner, dev, twin, tm
     _ok(owner.run("gcloud", "sql", "instances", "patch", instance, "--activation-policy=NEVER"))
     assert not TwinPostgres(twin.state.root, "-", instance).running
     copy = changed_checkout(tmp_path)
-    env = dict(owner.env, PYTHONPATH=owner.env["PYTHONPATH"].replace(str(REPO), str(copy)))
-    done = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "deployer"), "deploy", "--vars", str(dev)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    _ok(done)
+    _ok(owner.deployer_from(copy, "deploy", "--vars", str(dev)))
     doc = twin.doc()
     service = next(
         s
@@ -371,11 +369,15 @@ def test_destroy_keeps_the_data_and_a_new_deploy_finds_the_old_runs(owner, dev, 
     assert runs_in(owner, "dev") == runs > 0
 
 
-def test_destroy_delete_data_leaves_nothing(owner, dev, twin):
+def test_destroy_delete_data_leaves_nothing(owner, dev, twin, tmp_path):
+    """Staging is destroyed from a newer checkout than deployed it (its image never built):
+    lifting the protection must not roll the service out to that image first."""
     staging = owner.home / "vars.staging"
-    for vars_path, env in ((dev, "dev"), (staging, "staging")):
+    newer = changed_checkout(tmp_path)
+    for vars_path, env, checkout in ((dev, "dev", REPO), (staging, "staging", newer)):
         outputs = owner.outputs(env)
-        _ok(owner.deployer("destroy", "--vars", str(vars_path), "--delete-data", "--yes"))
+        args = ("destroy", "--vars", str(vars_path), "--delete-data", "--yes")
+        _ok(owner.deployer_from(checkout, *args))
         assert outputs["artifacts_bucket"] not in [b["name"] for b in twin.gcs.buckets()]
     assert_nothing_left(twin)
 
