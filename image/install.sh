@@ -19,6 +19,14 @@ python3 -m venv "$venv"
     -c "$src/constraints.txt" "$stage[server]"
 # The `deployer` command is in the package's metadata but not in the image: drop its script.
 rm -f "$venv/bin/deployer"
+# MLflow's full package requires these for its client-side flavors and evaluation plots. The
+# server needs none: pandas and mlflow.models.utils try pyarrow and scipy and go on without
+# them (ImportError caught), PIL serves only clients logging images, sklearn, skops and
+# matplotlib only mlflow.sklearn and mlflow.models.evaluation, pyarrow also HDFS artifacts.
+# About 380 MB of the image; tests/test_image.py serves each kind of route without them.
+"$venv/bin/pip" uninstall --yes --quiet \
+    pyarrow scipy scikit-learn joblib threadpoolctl skops \
+    matplotlib contourpy cycler fonttools kiwisolver pillow
 # Byte-code caches and pip itself are not needed at run time.
 "$venv/bin/pip" uninstall --yes --quiet pip
 find "$venv" -name '__pycache__' -type d -prune -exec rm -rf {} +

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,8 @@ def test_clean_install_starts_the_entrypoint_as_cloud_run_does(tmp_path):
     site = next((venv / "lib").glob("python3*/site-packages"))
     shipped = sorted(p.name for p in (site / "deployer").iterdir() if p.name != "__pycache__")
     assert shipped == ["__init__.py", "server"]
+    # What only MLflow's client flavors and evaluation plots use is not in the image.
+    assert not [m for m in CLIENT_ONLY if (site / m).exists()]
     with running_stack(tmp_path) as (cloud, keys):
         port = free_port()
         env = cloud.env(port)
@@ -118,6 +122,48 @@ def test_clean_install_starts_the_entrypoint_as_cloud_run_does(tmp_path):
                 headers={"x-goog-iap-jwt-assertion": keys.assertion()},
             )
             assert ok.status_code == 200
+            assert route_tour(url, {"x-goog-iap-jwt-assertion": keys.assertion()}) == []
             assert str(venv) in proc.output()  # the server runs from the clean install
         finally:
             proc.stop()
+
+
+CLIENT_ONLY = ("pyarrow", "scipy", "sklearn", "matplotlib", "PIL", "skops")
+
+
+def route_tour(url: str, headers: dict[str, str]) -> list[str]:
+    """One call of each kind the server answers (Flask and FastAPI routes, the UI, artifacts,
+    the registry, logged models, traces in over OTLP); the calls that did not answer 2xx."""
+    s = requests.Session()
+    s.headers.update(headers)
+    api, failed = f"{url}/api/2.0/mlflow", []
+
+    def call(method: str, path: str, **kw) -> dict:
+        r = s.request(method, path if path.startswith("http") else f"{api}/{path}", **kw)
+        if not r.ok:
+            failed.append(f"{method} {path}: {r.status_code} {r.text[:200]}")
+            return {}
+        return r.json() if "json" in r.headers.get("content-type", "") else {}
+
+    exp = call("POST", "experiments/create", json={"name": f"tour-{uuid.uuid4().hex}"})
+    exp_id = exp.get("experiment_id", "0")
+    run_id = call("POST", "runs/create", json={"experiment_id": exp_id}).get("run", {})
+    run_id = run_id.get("info", {}).get("run_id", "none")
+    metrics = [{"key": "m", "value": i, "timestamp": i, "step": i} for i in range(5)]
+    call("POST", "runs/log-batch", json={"run_id": run_id, "metrics": metrics})
+    call("GET", f"metrics/get-history-bulk-interval?run_ids={run_id}&metric_key=m")
+    call("POST", "runs/search", json={"experiment_ids": [exp_id]})
+    call("GET", f"{url}/ajax-api/2.0/mlflow/experiments/search?max_results=5")
+    call("POST", "registered-models/create", json={"name": f"tour-{uuid.uuid4().hex}"})
+    call("POST", "logged-models", json={"experiment_id": exp_id, "name": "tour"})
+    artifact = f"{url}/api/2.0/mlflow-artifacts/artifacts/{exp_id}/{run_id}/artifacts/a.txt"
+    call("PUT", artifact, data=b"tour")
+    call("GET", artifact)
+    trace_hex, now = uuid.uuid4().hex, time.time_ns()
+    span = {"traceId": trace_hex, "spanId": trace_hex[:16], "name": "tour"}
+    span |= {"startTimeUnixNano": str(now), "endTimeUnixNano": str(now + 1000)}
+    otlp = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    call("POST", f"{url}/v1/traces", json=otlp, headers={"x-mlflow-experiment-id": exp_id})
+    call("GET", f"{url}/api/3.0/mlflow/traces/tr-{trace_hex}")
+    call("GET", f"{url}/")
+    return failed
