@@ -338,6 +338,16 @@ def test_env_prints_the_lines_to_paste(world, tmp_path):
     assert missing.returncode != 0 and "run `deployer local` first" in missing.stderr
 
 
+def deployer_env_in(folder) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [console_script("deployer"), "env", "--env", "dev"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def test_env_names_the_allowlisted_desktop_client_and_says_to_sign_in(tmp_path):
     """A deployment that allowlists a desktop OAuth client: `deployer env` exports its ID, so a
     `deployer login` for it is used (one for another deployment's client is not)."""
@@ -348,25 +358,13 @@ def test_env_names_the_allowlisted_desktop_client_and_says_to_sign_in(tmp_path):
     }
     (tmp_path / ".deployer" / "dev").mkdir(parents=True)
     (tmp_path / ".deployer" / "dev" / "outputs.json").write_text(json.dumps(outputs))
-    result = subprocess.run(
-        [console_script("deployer"), "env", "--env", "dev"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = deployer_env_in(tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == f"export MLFLOW_IAP_OAUTH_CLIENT_ID={DESKTOP_CLIENT}"
     assert "`deployer login`" in result.stderr
     outputs["iap_programmatic_clients"] = []
     (tmp_path / ".deployer" / "dev" / "outputs.json").write_text(json.dumps(outputs))
-    result = subprocess.run(
-        [console_script("deployer"), "env", "--env", "dev"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = deployer_env_in(tmp_path)
     assert "OAUTH_CLIENT_ID" not in result.stdout and "deployer login" not in result.stderr
 
 
