@@ -56,8 +56,12 @@ def run_suite(checkout: Path, kind: str, select: str | None, timeout: int = 300)
     env = dict(os.environ, FIDELITY_SERVER=kind)
     # The checkout's own `tests` package must win over ours: it goes first on the path.
     env["PYTHONPATH"] = os.pathsep.join([str(checkout), str(REPO)])
-    subprocess.run(argv, cwd=checkout, env=env, stdout=subprocess.DEVNULL, check=False)
+    done = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True)
     try:
+        if junit.stat().st_size == 0:
+            # pytest never got to run a test (the plugin or the checkout's conftest failed).
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+            raise SystemExit(f"bench.fidelity: pytest ran no test against {kind}:\n{tail}")
         return _outcomes(junit)
     finally:
         junit.unlink(missing_ok=True)

@@ -10,7 +10,8 @@ against any server. `FIDELITY_SERVER` picks which:
   request of the test process carries a freshly signed `x-goog-iap-jwt-assertion`, as IAP adds
   it; the server verifies it against a local key set and stamps that identity.
 
-MLflow's checkout has a `tests` package of its own, so nothing here imports ours.
+MLflow's checkout has a `tests` package of its own, which shadows ours: nothing here may import
+from `tests` (PyJWT signs the assertions).
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from deployer.server.settings import IAP_ISSUER
-from tests.support import jws
 
 AUDIENCE = "/projects/123456789012/locations/us-central1/services/mlflow"
 EMAIL = "fidelity@example.com"
@@ -51,7 +52,8 @@ class _Keys:
     def __init__(self) -> None:
         self.kid = uuid.uuid4().hex[:8]
         self.key = ec.generate_private_key(ec.SECP256R1())
-        body = json.dumps({"keys": [jws.jwk_from_public_key(self.key.public_key(), self.kid)]})
+        jwk = jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
+        body = json.dumps({"keys": [jwk | {"kid": self.kid, "alg": "ES256", "use": "sig"}]})
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -77,7 +79,7 @@ class _Keys:
             "sub": "accounts.google.com:1",
             "email": EMAIL,
         }
-        return jws.sign(claims, self.key, self.kid)
+        return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": self.kid})
 
 
 _KEYS: _Keys | None = None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.fidelity import Outcome, _outcomes, by_design, compare
+import pytest
+
+from bench.fidelity import Outcome, _outcomes, by_design, compare, run_suite
 
 JUNIT = """<?xml version="1.0"?>
 <testsuites><testsuite>
@@ -35,3 +37,14 @@ def test_only_stock_passing_tests_count():
 def test_by_design_differences_are_named():
     assert "identity" in by_design("m::test_create_run_all_args[sqlalchemy-None]")
     assert by_design("m::test_log_batch[sqlalchemy]") is None
+
+
+def test_a_suite_that_runs_no_test_is_an_error_not_an_empty_result(tmp_path: Path):
+    """The plugin once imported our `tests` package, which MLflow's shadows: every run failed
+    at collection, and the harness read the empty report as a parse error (or as 0 of 0)."""
+    test_file = tmp_path / "tests" / "tracking" / "test_rest_tracking.py"
+    test_file.parent.mkdir(parents=True)
+    test_file.write_text("def test_x():\n    pass\n")
+    (tmp_path / "conftest.py").write_text("raise ImportError('no module named tests.support')\n")
+    with pytest.raises(SystemExit, match=r"ran no test against stock:(.|\n)*tests\.support"):
+        run_suite(tmp_path, "stock", None)
