@@ -131,6 +131,8 @@ def _argv_env(kind: str, port: int, db_uri: str, artifacts: str) -> tuple[list[s
         AUTH_MODE="iap",
         IAP_AUDIENCE=AUDIENCE,
         IAP_JWKS_URL=_keys().url,
+        # The tests act as the deployment's owner, an admin by default (web_app_admins).
+        ADMIN_EMAILS=EMAIL,
     )
     return [sys.executable, "-m", "deployer.server", "serve"], env
 
