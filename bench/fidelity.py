@@ -90,6 +90,20 @@ def by_design(name: str) -> str | None:
     return BY_DESIGN.get(test)
 
 
+def split_misses(missing: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """Misses by their by-design reason (test names without the module), and the unexplained."""
+    designed: dict[str, list[str]] = {}
+    unexplained: list[str] = []
+    for name in missing:
+        test = name.split("::")[-1]
+        why = by_design(test)
+        if why:
+            designed.setdefault(why, []).append(test)
+        else:
+            unexplained.append(test)
+    return designed, unexplained
+
+
 def compare(stock: Outcome, ours: Outcome) -> tuple[int, int, list[str]]:
     """(stock-passing tests that pass on ours, stock-passing tests, those that do not)."""
     missing = sorted(stock.passed - ours.passed)

@@ -638,33 +638,30 @@ def _describe(checkout: Path) -> str:
 
 def fidelity_row(checkout: Path) -> tuple[Row, list[str]]:
     """MLflow's REST tests: stock-passing ones that pass on ours, by-design differences apart."""
-    from bench.fidelity import by_design, fidelity
+    from bench.fidelity import fidelity, split_misses
 
     ok, total, missing = fidelity(checkout)
-    designed = [m for m in missing if by_design(m)]
+    designed, unexplained = split_misses(missing)
+    expected = total - sum(len(tests) for tests in designed.values())
     row = Row(
         "stock-passing REST tests that pass on ours",
         ok,
-        total - len(designed),
+        expected,
         "tests",
         "N of N",
         True,
-        ok == total - len(designed),
+        ok == expected,
     )
-    short = [m.split("::")[-1] for m in missing]
-    reasons: dict[str, list[str]] = {}
-    for name in short:
-        reasons.setdefault(by_design(name) or "", []).append(name)
     notes = [
         f"Fidelity: MLflow's own tests/tracking/test_rest_tracking.py from {_describe(checkout)}, "
         "run against the installed MLflow, each test with its own server process "
-        f"(bench/fidelity.py). {len(designed)} more stock-passing tests assert what ours "
+        f"(bench/fidelity.py). {total - expected} more stock-passing tests assert what ours "
         "changes on purpose: "
-        + "; ".join(f"{why} ({', '.join(n)})" for why, n in reasons.items() if why)
+        + "; ".join(f"{why} ({', '.join(tests)})" for why, tests in designed.items())
         + "."
     ]
-    if "" in reasons:
-        notes.append("Pass on stock, fail on ours: " + ", ".join(reasons[""]) + ".")
+    if unexplained:
+        notes.append("Pass on stock, fail on ours: " + ", ".join(unexplained) + ".")
     return row, notes
 
 
