@@ -3,15 +3,20 @@
 Runs MLflow's own `tests/tracking/test_rest_tracking.py`, from a checkout of MLflow's
 repository given by path (never copied into this repository), twice: once against stock
 `mlflow server` and once against our entrypoint behind the IAP check, each started as its own
-process per test by `bench/fidelity_plugin.py`. Prints one line:
+process per test by `bench/fidelity_plugin.py`. Prints the line the `make bench` row shows:
 
-    stock-passing REST tests that pass on ours: N of M
+    stock-passing REST tests that pass on ours: N of N (M more differ by design)
 
-and the tests that pass on stock and fail on ours. Get a checkout with, for example,
+then each stock-passing test that fails on ours, with its by-design reason if it has one.
+`--save DIR` keeps the two JUnit reports (DIR/stock.xml, DIR/ours.xml), which
+`make bench FIDELITY_JUNIT=DIR` turns into the table's row without running the suites again.
+
+Get a checkout with, for example,
 `git clone --filter=blob:none --sparse https://github.com/mlflow/mlflow && git -C mlflow
 sparse-checkout set tests` (any commit whose tests run against the installed MLflow).
 
-    python -m bench.fidelity MLFLOW_CHECKOUT [-k EXPR] [--workers N]
+    python -m bench.fidelity MLFLOW_CHECKOUT [-k EXPR] [--save DIR]
+    python -m bench.fidelity --junit STOCK_XML OURS_XML
 """
 
 from __future__ import annotations
@@ -46,9 +51,16 @@ def _outcomes(junit: Path) -> Outcome:
     return Outcome(frozenset(passed), frozenset(failed))
 
 
-def run_suite(checkout: Path, kind: str, select: str | None, timeout: int = 300) -> Outcome:
-    """MLflow's REST test file against one server kind; the per-test outcomes."""
-    junit = Path(tempfile.mkstemp(prefix=f"fidelity-{kind}-", suffix=".xml")[1])
+def run_suite(
+    checkout: Path, kind: str, select: str | None, timeout: int = 300, keep: Path | None = None
+) -> Outcome:
+    """MLflow's REST test file against one server kind; the per-test outcomes. With `keep`,
+    the JUnit report stays there as KIND.xml."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        junit = keep / f"{kind}.xml"
+    else:
+        junit = Path(tempfile.mkstemp(prefix=f"fidelity-{kind}-", suffix=".xml")[1])
     argv = [sys.executable, "-m", "pytest", TEST_FILE, "-p", "bench.fidelity_plugin", "-q"]
     argv += ["-p", "no:cacheprovider", f"--junitxml={junit}", "-o", f"timeout={timeout}"]
     if select:
@@ -64,7 +76,8 @@ def run_suite(checkout: Path, kind: str, select: str | None, timeout: int = 300)
             raise SystemExit(f"bench.fidelity: pytest ran no test against {kind}:\n{tail}")
         return _outcomes(junit)
     finally:
-        junit.unlink(missing_ok=True)
+        if keep is None:
+            junit.unlink(missing_ok=True)
 
 
 # Tests that assert what ours changes on purpose (issue 14), and why; listed apart from misses.
@@ -104,24 +117,67 @@ def split_misses(missing: list[str]) -> tuple[dict[str, list[str]], list[str]]:
     return designed, unexplained
 
 
+@dataclass(frozen=True)
+class Result:
+    """Stock-passing tests: how many pass on ours, those that differ by design, the rest."""
+
+    passing: int
+    designed: dict[str, list[str]]
+    unexplained: list[str]
+
+    @property
+    def expected(self) -> int:
+        """Stock-passing tests less those that assert what ours changes on purpose."""
+        return self.passing + len(self.unexplained)
+
+    @property
+    def differ(self) -> int:
+        return sum(len(tests) for tests in self.designed.values())
+
+    def headline(self) -> str:
+        return (
+            f"stock-passing REST tests that pass on ours: {self.passing} of {self.expected} "
+            f"({self.differ} more differ by design)"
+        )
+
+
 def compare(stock: Outcome, ours: Outcome) -> tuple[int, int, list[str]]:
     """(stock-passing tests that pass on ours, stock-passing tests, those that do not)."""
     missing = sorted(stock.passed - ours.passed)
     return len(stock.passed) - len(missing), len(stock.passed), missing
 
 
-def fidelity(checkout: Path, select: str | None = None) -> tuple[int, int, list[str]]:
+def result(stock: Outcome, ours: Outcome) -> Result:
+    ok, _, missing = compare(stock, ours)
+    designed, unexplained = split_misses(missing)
+    return Result(ok, designed, unexplained)
+
+
+def from_junit(folder: Path) -> Result:
+    """The result of a finished `--save` run: FOLDER/stock.xml against FOLDER/ours.xml."""
+    files = [folder / "stock.xml", folder / "ours.xml"]
+    absent = [str(f) for f in files if not f.is_file()]
+    if absent:
+        raise SystemExit(
+            f"bench.fidelity: no {', '.join(absent)}: run python -m bench.fidelity "
+            f"MLFLOW_CHECKOUT --save {folder} first"
+        )
+    return result(_outcomes(files[0]), _outcomes(files[1]))
+
+
+def fidelity(checkout: Path, select: str | None = None, keep: Path | None = None) -> Result:
     if not (checkout / TEST_FILE).is_file():
         raise SystemExit(f"bench.fidelity: no {TEST_FILE} in {checkout}: give MLflow's repo")
-    stock = run_suite(checkout, "stock", select)
-    ours = run_suite(checkout, "ours", select)
-    return compare(stock, ours)
+    stock = run_suite(checkout, "stock", select, keep=keep)
+    ours = run_suite(checkout, "ours", select, keep=keep)
+    return result(stock, ours)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkout", type=Path, nargs="?", help="a checkout of MLflow's repository")
     parser.add_argument("-k", dest="select", help="pytest -k expression (a subset)")
+    parser.add_argument("--save", type=Path, metavar="DIR", help="Keep the JUnit reports in DIR.")
     parser.add_argument(
         "--junit",
         nargs=2,
@@ -131,16 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.junit:
-        ok, total, missing = compare(_outcomes(args.junit[0]), _outcomes(args.junit[1]))
+        outcome = result(_outcomes(args.junit[0]), _outcomes(args.junit[1]))
     elif args.checkout is not None:
-        ok, total, missing = fidelity(args.checkout.resolve(), args.select)
+        save = args.save.resolve() if args.save else None
+        outcome = fidelity(args.checkout.resolve(), args.select, save)
     else:
         parser.error("give an MLflow checkout, or --junit STOCK_XML OURS_XML")
-    print(f"stock-passing REST tests that pass on ours: {ok} of {total}")
-    for name in missing:
-        why = by_design(name)
-        print(f"  passes on stock, fails on ours: {name}" + (f" (by design: {why})" if why else ""))
-    return 0
+    print(outcome.headline())
+    for why, tests in outcome.designed.items():
+        print(f"  by design ({why}): {', '.join(tests)}")
+    for name in outcome.unexplained:
+        print(f"  passes on stock, fails on ours: {name}")
+    return 0 if not outcome.unexplained else 1
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ request carries a signed `x-goog-iap-jwt-assertion` that the server verifies). E
 the median of several runs and is reported as a ratio against stock with the absolute numbers.
 It reports; it does not pass or fail.
 
-    python -m bench.run [--quick] [--update-readme] [--no-containers] [--mlflow-checkout DIR]
+    python -m bench.run [--quick] [--update-readme] [--no-containers]
+                        [--mlflow-checkout DIR | --fidelity-junit DIR]
 """
 
 from __future__ import annotations
@@ -636,32 +637,36 @@ def _describe(checkout: Path) -> str:
     return done.stdout.strip() if done.returncode == 0 else checkout.name
 
 
-def fidelity_row(checkout: Path) -> tuple[Row, list[str]]:
-    """MLflow's REST tests: stock-passing ones that pass on ours, by-design differences apart."""
-    from bench.fidelity import fidelity, split_misses
+def fidelity_row(source: Path, saved: bool) -> tuple[Row, list[str]]:
+    """MLflow's REST tests: stock-passing ones that pass on ours, by-design differences apart.
+    `source` is an MLflow checkout to run the suites from, or (`saved`) the folder where
+    `python -m bench.fidelity --save` left their JUnit reports."""
+    from bench.fidelity import fidelity, from_junit
 
-    ok, total, missing = fidelity(checkout)
-    designed, unexplained = split_misses(missing)
-    expected = total - sum(len(tests) for tests in designed.values())
+    outcome = from_junit(source) if saved else fidelity(source)
     row = Row(
         "stock-passing REST tests that pass on ours",
-        ok,
-        expected,
+        outcome.passing,
+        outcome.expected,
         "tests",
         "N of N",
         True,
-        ok == expected,
+        not outcome.unexplained,
     )
+    if saved:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime((source / "ours.xml").stat().st_mtime))
+        origin = f"the JUnit reports python -m bench.fidelity --save wrote at {when} UTC"
+    else:
+        origin = f"a run in this bench of {_describe(source)}"
     notes = [
-        f"Fidelity: MLflow's own tests/tracking/test_rest_tracking.py from {_describe(checkout)}, "
-        "run against the installed MLflow, each test with its own server process "
-        f"(bench/fidelity.py). {total - expected} more stock-passing tests assert what ours "
-        "changes on purpose: "
-        + "; ".join(f"{why} ({', '.join(tests)})" for why, tests in designed.items())
+        "Fidelity: MLflow's own tests/tracking/test_rest_tracking.py against the installed "
+        f"MLflow, each test with its own server process (bench/fidelity.py), from {origin}. "
+        f"{outcome.differ} more stock-passing tests assert what ours changes on purpose: "
+        + "; ".join(f"{why} ({', '.join(tests)})" for why, tests in outcome.designed.items())
         + "."
     ]
-    if unexplained:
-        notes.append("Pass on stock, fail on ours: " + ", ".join(unexplained) + ".")
+    if outcome.unexplained:
+        notes.append("Pass on stock, fail on ours: " + ", ".join(outcome.unexplained) + ".")
     return row, notes
 
 
@@ -670,6 +675,7 @@ class Options:
     plan: Plan
     containers: bool = True
     mlflow_checkout: Path | None = None
+    fidelity_junit: Path | None = None
 
 
 def measure_all(options: Options) -> tuple[list[Row], list[str]]:
@@ -699,8 +705,10 @@ def measure_all(options: Options) -> tuple[list[Row], list[str]]:
     finally:
         keys.close()
         pg.destroy()
-    if options.mlflow_checkout is not None:
-        f_row, f_notes = fidelity_row(options.mlflow_checkout)
+    if options.fidelity_junit is not None or options.mlflow_checkout is not None:
+        saved = options.fidelity_junit is not None
+        source = options.fidelity_junit if saved else options.mlflow_checkout
+        f_row, f_notes = fidelity_row(source, saved)  # type: ignore[arg-type]
         rows.append(f_row)
         notes += f_notes
     rows += client_rows() + cost_rows()
@@ -733,13 +741,25 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("MLFLOW_CHECKOUT") or None,
         help="A checkout of MLflow's repository: adds the fidelity row (bench/fidelity.py).",
     )
+    parser.add_argument(
+        "--fidelity-junit",
+        type=Path,
+        default=os.environ.get("FIDELITY_JUNIT") or None,
+        metavar="DIR",
+        help="The fidelity row from the reports `python -m bench.fidelity --save DIR` kept.",
+    )
     parser.add_argument("--repeats", type=int, help="Runs of each measure (default 5).")
     parser.add_argument("--seconds", type=float, help="Seconds each run lasts (default 8).")
     args = parser.parse_args(argv)
     plan = Plan(seconds=3.0, repeats=2) if args.quick else Plan(seconds=8.0, repeats=5)
     plan = Plan(args.seconds or plan.seconds, args.repeats or plan.repeats)
     checkout = Path(args.mlflow_checkout).resolve() if args.mlflow_checkout else None
-    rows, notes = measure_all(Options(plan, not args.no_containers, checkout))
+    saved = Path(args.fidelity_junit).resolve() if args.fidelity_junit else None
+    if saved is not None:
+        from bench.fidelity import from_junit
+
+        from_junit(saved)  # a missing report fails now, not after half an hour of measuring
+    rows, notes = measure_all(Options(plan, not args.no_containers, checkout, saved))
     write_results(rows, notes, args.update_readme)
     return 0
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.fidelity import Outcome, _outcomes, by_design, compare, run_suite
+from bench.fidelity import Outcome, _outcomes, by_design, compare, from_junit, result, run_suite
 
 JUNIT = """<?xml version="1.0"?>
 <testsuites><testsuite>
@@ -48,3 +48,38 @@ def test_a_suite_that_runs_no_test_is_an_error_not_an_empty_result(tmp_path: Pat
     (tmp_path / "conftest.py").write_text("raise ImportError('no module named tests.support')\n")
     with pytest.raises(SystemExit, match=r"ran no test against stock:(.|\n)*tests\.support"):
         run_suite(tmp_path, "stock", None)
+
+
+def _case(name: str, failed: bool) -> str:
+    inner = '<failure message="x"/>' if failed else ""
+    return f'<testcase classname="m" name="{name}">{inner}</testcase>'
+
+
+def _report(path: Path, cases: dict[str, bool]) -> None:
+    body = "".join(_case(name, failed) for name, failed in cases.items())
+    path.write_text(f"<testsuites><testsuite>{body}</testsuite></testsuites>")
+
+
+def test_saved_reports_give_the_row_the_cli_prints(tmp_path: Path):
+    """The bench row and the CLI once disagreed (126 of 126 against 126 of 136): both now
+    render one Result, by-design differences counted apart from the N of N."""
+    names = ["test_log_batch[sqlalchemy]", "test_create_run_defaults[sqlalchemy]", "test_x"]
+    _report(tmp_path / "stock.xml", dict.fromkeys(names, False))
+    _report(tmp_path / "ours.xml", {names[0]: False, names[1]: True, names[2]: True})
+    outcome = from_junit(tmp_path)
+    assert (outcome.passing, outcome.expected, outcome.differ) == (1, 2, 1)
+    assert outcome.unexplained == ["test_x"]
+    assert outcome.headline() == (
+        "stock-passing REST tests that pass on ours: 1 of 2 (1 more differ by design)"
+    )
+
+
+def test_missing_saved_reports_name_the_command_that_makes_them(tmp_path: Path):
+    with pytest.raises(SystemExit, match=r"stock\.xml.*bench\.fidelity MLFLOW_CHECKOUT --save"):
+        from_junit(tmp_path)
+
+
+def test_result_without_misses_is_n_of_n():
+    same = Outcome(frozenset({"m::a", "m::b"}), frozenset())
+    outcome = result(same, same)
+    assert (outcome.passing, outcome.expected, outcome.unexplained) == (2, 2, [])
