@@ -19,6 +19,7 @@ IMAGE_NAME = "mlflow-server"
 INPUTS = (
     "image/Dockerfile",
     "image/install.sh",
+    "image/compile_imported.py",
     ".dockerignore",
     "pyproject.toml",
     "README.md",

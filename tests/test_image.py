@@ -82,6 +82,14 @@ def test_clean_install_starts_the_entrypoint_as_cloud_run_does(tmp_path):
         [str(REPO / "image" / "install.sh"), str(venv)], capture_output=True, text=True, timeout=600
     )
     assert install.returncode == 0, install.stderr[-3000:]
+    compiled = subprocess.run(  # as the Dockerfile's final stage does, for the venv alone here
+        [str(venv / "bin" / "python"), str(REPO / "image" / "compile_imported.py"), str(venv)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert compiled.returncode == 0, compiled.stderr[-3000:]
     assert not (venv / "bin" / "pip").exists()
     # Only the server package ships: no owner's CLI, no client plugin.
     assert not (venv / "bin" / "deployer").exists()
@@ -94,6 +102,9 @@ def test_clean_install_starts_the_entrypoint_as_cloud_run_does(tmp_path):
         port = free_port()
         env = cloud.env(port)
         env["PATH"] = f"{venv / 'bin'}:{os.environ['PATH']}"
+        # Python may write byte code here, so each module compiled at run time leaves a file.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        before = set(venv.rglob("*.pyc"))
         # Run from a folder outside the repo so nothing is imported from the checkout.
         migrate = subprocess.run(
             [str(venv / "bin" / "mlflow-server-entrypoint"), "migrate"],
@@ -126,6 +137,11 @@ def test_clean_install_starts_the_entrypoint_as_cloud_run_does(tmp_path):
             assert str(venv) in proc.output()  # the server runs from the clean install
         finally:
             proc.stop()
+        # No cold start compiles what the server loads: it is byte code in the image already.
+        compiled_at_run_time = sorted(
+            str(p.relative_to(site)) for p in set(site.rglob("*.pyc")) - before
+        )
+        assert compiled_at_run_time == []
 
 
 CLIENT_ONLY = ("pyarrow", "scipy", "sklearn", "matplotlib", "PIL", "skops")
