@@ -84,6 +84,33 @@ class Server:
         return total / 2**20
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and all its descendants."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        total += times.user + times.system
+    return total
+
+
+def settle(pid: int, timeout: float = 180, idle: float = 0.05, window: float = 1.0) -> float:
+    """Wait until a server's process tree is idle (under `idle` of a core for two windows in a
+    row); the seconds that took. Stock's job runner keeps about one core busy for ~25 s after
+    its first /health 200 (measured), which slowed whatever was measured first."""
+    t0, quiet = time.monotonic(), 0
+    while quiet < 2:
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"the server (pid {pid}) was still busy after {timeout:.0f} s")
+        c0 = tree_cpu_seconds(pid)
+        time.sleep(window)
+        quiet = quiet + 1 if tree_cpu_seconds(pid) - c0 < idle * window else 0
+    return time.monotonic() - t0
+
+
 def make_servers(pg: Postgres, keys: IapKeys, root: Path) -> dict[str, Callable[[], Server]]:
     socket = str(pg.socket_dir)
 
@@ -405,6 +432,16 @@ class Samples:
         mid = statistics.median(v)
         return (max(v) - min(v)) / mid if mid else 0.0
 
+    def paired_spread(self, other: Samples, key: str) -> float | None:
+        """Spread of the per-repeat ratios self/other, when both measured `key` in turns (the
+        ratio is what must repeat: a machine slower for one repeat slows both sides of it)."""
+        mine, theirs = self.values.get(key, []), other.values.get(key, [])
+        if len(mine) < 2 or len(mine) != len(theirs) or not all(theirs):
+            return None
+        ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
+        mid = statistics.median(ratios)
+        return (max(ratios) - min(ratios)) / mid if mid else 0.0
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -464,36 +501,63 @@ def measure_sigterm(make: dict[str, Callable[[], Server]], root: Path, plan: Pla
     return row
 
 
-def measure_search(server: Server, plan: Plan, out: Samples) -> None:
-    """Concurrent experiments/runs search: each run's figures, and the memory under load."""
-    for kind in ("experiments", "runs"):
-        for _ in range(plan.repeats):
-            figures = concurrent_search(server.url, server.headers, kind, plan.seconds)
-            for k, v in figures.items():
-                out.add(f"{kind}_{k}", v)
-            out.add("rss_load", server.rss_mb())
+RATES: dict[str, Callable[[str, dict[str, str], float], float]] = {
+    "log_metric": log_metric_rate,
+    "log_batch": log_batch_rate,
+    "otlp_spans": otlp_span_rate,
+}
 
 
-def measure_server(server: Server, log: Path, plan: Plan) -> Samples:
-    """One server under load: memory idle and under load, logging, search and trace rates."""
+def measure_alone(server: Server, log: Path, plan: Plan, out: Samples) -> None:
+    """One server with the machine to itself: memory idle, and under 8 clients searching (PSS
+    splits pages two servers share, so memory is never read with the other one running)."""
     server.start(log)
-    out = Samples()
     try:
-        time.sleep(5)  # let background workers (stock's job runner) settle
+        assert server.proc is not None
+        out.add("settle", settle(server.proc.popen.pid))
         out.add("rss_idle", server.rss_mb())
         out.add("rss_parent", server.root_mb())
-        rates = {
-            "log_metric": log_metric_rate,
-            "log_batch": log_batch_rate,
-            "otlp_spans": otlp_span_rate,
-        }
-        for _ in range(plan.repeats):
-            for key, rate in rates.items():
-                out.add(key, rate(server.url, server.headers, plan.seconds))
-        measure_search(server, plan, out)
-        return out
+        for kind in ("experiments", "runs"):
+            concurrent_search(server.url, server.headers, kind, plan.seconds)
+            out.add("rss_load", server.rss_mb())
     finally:
         server.stop()
+
+
+def measure_in_turns(servers: dict[str, Server], plan: Plan, out: dict[str, Samples]) -> None:
+    """Every rate, each repeat measuring both servers back to back (in alternating order), so
+    that the machine's own swings land on both sides of each ratio."""
+    for i in range(plan.repeats):
+        order = list(servers) if i % 2 == 0 else list(reversed(servers))
+        for key, rate in RATES.items():
+            for name in order:
+                server = servers[name]
+                out[name].add(key, rate(server.url, server.headers, plan.seconds))
+        for kind in ("experiments", "runs"):
+            for name in order:
+                server = servers[name]
+                figures = concurrent_search(server.url, server.headers, kind, plan.seconds)
+                for k, v in figures.items():
+                    out[name].add(f"{kind}_{k}", v)
+
+
+def measure_load(make: dict[str, Callable[[], Server]], root: Path, plan: Plan):
+    """Memory of each server alone, then both up and idle and every rate measured in turns."""
+    out = {name: Samples() for name in ("stock", "ours")}
+    for name in out:
+        measure_alone(make[name](), root / f"alone-{name}.log", plan, out[name])
+    servers = {name: make[name]() for name in out}
+    try:
+        for name, server in servers.items():
+            server.start(root / f"load-{name}.log")
+        for server in servers.values():
+            assert server.proc is not None
+            settle(server.proc.popen.pid)
+        measure_in_turns(servers, plan, out)
+    finally:
+        for server in servers.values():
+            server.stop()
+    return out
 
 
 # (name, key, unit, target, higher is better, met when ours/stock is within this, or None)
@@ -524,7 +588,9 @@ def ratio_row(measure: Measure, o: Samples, s: Samples) -> Row:
         met = ratio >= bound if higher else ratio <= bound
         if key == "rss_load":
             met = met and ours < 600
-    spread = max(o.spread(key), s.spread(key))
+    spread = None if key == "rss_load" else o.paired_spread(s, key)
+    if spread is None and len(o.values[key]) > 1 and key != "rss_load":
+        spread = max(o.spread(key), s.spread(key))
     return Row(name, ours, stock, unit, target, higher, met, spread)
 
 
@@ -538,7 +604,10 @@ def load_notes(o: Samples, s: Samples) -> list[str]:
         "Memory is the proportional set size (PSS) of each server's whole process tree, "
         "shared pages counted once as a container's limit counts them. Of ours at idle, "
         f"{o.median('rss_parent'):.0f} MiB is gunicorn's master process; the workers share "
-        "the app it preloaded copy-on-write."
+        "the app it preloaded copy-on-write. Memory is read with one server running alone.",
+        f"Stock kept a core busy for {s.median('settle'):.0f} s after its first /health 200 "
+        f"(its job runner starting; ours {o.median('settle'):.0f} s): every measure starts once "
+        "both are idle, and each rate is measured on both servers back to back, in turns.",
     ]
     errors = {
         f"{side} {k}": sum(v)
@@ -614,7 +683,7 @@ def method_notes(plan: Plan) -> list[str]:
     return [
         f"Measured {time.strftime('%Y-%m-%d')} on this machine ({os.cpu_count()} cores), "
         f"median of {plan.repeats} run(s) of {plan.seconds:.0f} s each; spread is "
-        "(max - min) / median over those runs, the worse of ours and stock.",
+        "(max - min) / median of the runs' own ratios ours / stock, each run measuring both.",
         "Stock: `mlflow server` 3.17.2, default flags (4 uvicorn workers, job execution on), "
         "no auth. Ours: the entrypoint as Cloud Run starts it (gunicorn, 2 uvicorn workers, "
         "the app preloaded, job execution off), verifying an IAP assertion on every request.",
@@ -688,10 +757,7 @@ def measure_all(options: Options) -> tuple[list[Row], list[str]]:
         make = make_servers(pg, keys, root)
         migrate_databases(pg, make)
         rows = [measure_cold_start(make, root, plan)]
-        results = {
-            name: measure_server(make[name](), root / f"load-{name}.log", plan)
-            for name in ("stock", "ours")
-        }
+        results = measure_load(make, root, plan)
         rows += load_rows(results["ours"], results["stock"])
         rows.append(measure_sigterm(make, root, plan))
         notes = load_notes(results["ours"], results["stock"])
