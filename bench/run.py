@@ -14,6 +14,7 @@ It reports; it does not pass or fail.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -524,21 +525,44 @@ def measure_alone(server: Server, log: Path, plan: Plan, out: Samples) -> None:
         server.stop()
 
 
+@contextlib.contextmanager
+def cpu_meter(server: Server) -> Iterator[list[float]]:
+    """Seconds of CPU the server's process tree spent per second of the block (PostgreSQL's own
+    processes not counted), appended to the yielded list when the block ends."""
+    assert server.proc is not None
+    pid = server.proc.popen.pid
+    reading: list[float] = []
+    c0, t0 = tree_cpu_seconds(pid), time.monotonic()
+    yield reading
+    reading.append((tree_cpu_seconds(pid) - c0) / (time.monotonic() - t0))
+
+
+# Operations per unit of each rate, for the CPU an operation costs: log_batch counts metrics
+# (1,000 a call), OTLP spans (20 a request); the others count calls.
+OPS_PER_UNIT = {"log_metric": 1, "log_batch": 1000, "otlp_spans": 20}
+
+
 def measure_in_turns(servers: dict[str, Server], plan: Plan, out: dict[str, Samples]) -> None:
     """Every rate, each repeat measuring both servers back to back (in alternating order), so
-    that the machine's own swings land on both sides of each ratio."""
+    that the machine's own swings land on both sides of each ratio; with each, the server's
+    CPU milliseconds a call, which says where the time goes when a ratio falls short."""
     for i in range(plan.repeats):
         order = list(servers) if i % 2 == 0 else list(reversed(servers))
         for key, rate in RATES.items():
             for name in order:
-                server = servers[name]
-                out[name].add(key, rate(server.url, server.headers, plan.seconds))
+                s = servers[name]
+                with cpu_meter(s) as busy:
+                    value = rate(s.url, s.headers, plan.seconds)
+                out[name].add(key, value)
+                out[name].add(f"{key}_cpu_ms", 1000 * busy[0] * OPS_PER_UNIT[key] / value)
         for kind in ("experiments", "runs"):
             for name in order:
-                server = servers[name]
-                figures = concurrent_search(server.url, server.headers, kind, plan.seconds)
+                s = servers[name]
+                with cpu_meter(s) as busy:
+                    figures = concurrent_search(s.url, s.headers, kind, plan.seconds)
                 for k, v in figures.items():
                     out[name].add(f"{kind}_{k}", v)
+                out[name].add(f"{kind}_cpu_ms", 1000 * busy[0] / figures["rps"])
 
 
 def measure_load(make: dict[str, Callable[[], Server]], root: Path, plan: Plan):
@@ -572,6 +596,11 @@ LOAD_MEASURES: tuple[Measure, ...] = (
     ("runs/search, 8 clients", "runs_rps", "req/s", ">= 4x", True, 4),
     ("runs/search p50", "runs_p50_ms", "ms", "", False, None),
     ("runs/search p99", "runs_p99_ms", "ms", "<= 0.5x", False, 0.5),
+    ("log_metric, server CPU a call", "log_metric_cpu_ms", "ms", "", False, None),
+    ("log_batch, server CPU a call", "log_batch_cpu_ms", "ms", "", False, None),
+    ("OTLP ingest, server CPU a request", "otlp_spans_cpu_ms", "ms", "", False, None),
+    ("experiments/search, server CPU a request", "experiments_cpu_ms", "ms", "", False, None),
+    ("runs/search, server CPU a request", "runs_cpu_ms", "ms", "", False, None),
     ("memory, idle (all processes)", "rss_idle", "MiB", "", False, None),
     ("memory, under load", "rss_load", "MiB", "<= 0.2x, < 600 MiB", False, 0.2),
 )
