@@ -18,9 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
-
-from bench.run import REPO, Plan, Samples, concurrent_search, ratio_row, settle
+from bench.run import REPO, Plan, Samples, concurrent_search, ratio_row, settle, tree_pss_mib
 from tests.twin import podman
 
 # (image, run environment, request headers, the data folder mounted at /data)
@@ -56,14 +54,7 @@ def image_mib(ref: str) -> float:
 
 
 def container_pss_mib(name: str) -> float:
-    root = psutil.Process(container_pid(name))
-    total = 0
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            total += p.memory_full_info().pss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total / 2**20
+    return tree_pss_mib(container_pid(name))
 
 
 def _migrated_sqlite(folder: Path, name: str) -> str:

@@ -4,15 +4,14 @@ install.sh drops every byte-code cache and the image's user cannot write one, so
 each Cloud Run cold start compiled MLflow and its stack from source, every time: importing the
 app took 8.1 s from source against 3.5 s from byte code, measured on this install. Compiling
 all of site-packages would add what the server never imports; this loads the app as the
-entrypoint does (plus the modules its first requests and the migration job import lazily) and
-compiles what `sys.modules` then holds, and the whole of the packages in `WHOLE`, whose modules
-the first requests, the workers and the migration job import lazily (tests/test_image.py lists
-any module a served route tour still compiles at run time).
+entrypoint does and compiles what `sys.modules` then holds, together with the modules and
+packages below that the first requests, the workers and the migration job import lazily
+(tests/test_image.py lists any module a served route tour still compiles at run time).
 
-The base image has no byte code either (the official python images delete every .pyc), so by
-default the standard library modules the server loads are compiled too. The files are
-unchecked-hash .pyc (PEP 552): Python uses them without comparing them with the source's
-modification time, which image layers and build services need not preserve.
+By default the standard library modules the server loads are compiled too, for a base image
+that ships them without byte code. The files are unchecked-hash .pyc (PEP 552): Python uses
+them without comparing them with the source's modification time, which image layers and build
+services need not preserve.
 
     /opt/venv/bin/python compile_imported.py [PREFIX ...]
         (the Dockerfile; PREFIX defaults to the venv and the base Python's own prefix)

@@ -104,7 +104,7 @@ def test_clean_install_starts_the_entrypoint_as_cloud_run_does(tmp_path):
         env["PATH"] = f"{venv / 'bin'}:{os.environ['PATH']}"
         # Python may write byte code here, so each module compiled at run time leaves a file.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        before = set(venv.rglob("*.pyc"))
+        before = set(site.rglob("*.pyc"))
         # Run from a folder outside the repo so nothing is imported from the checkout.
         migrate = subprocess.run(
             [str(venv / "bin" / "mlflow-server-entrypoint"), "migrate"],
