@@ -101,7 +101,7 @@ def start_once(kind: str, spec: ImageSpec, i: int, plan: Plan, out: Samples) -> 
         if i == 0:
             settle(container_pid(name))
             out.add("idle", container_pss_mib(name))
-            concurrent_search(container.url, headers, "experiments", plan.seconds)
+            concurrent_search(container.url, headers, "experiments", plan.warmup)
             out.add("load", container_pss_mib(name))
 
 
@@ -110,7 +110,7 @@ def measure_images(specs: dict[str, ImageSpec], plan: Plan) -> dict[str, Samples
     out = {kind: Samples() for kind in specs}
     for kind, spec in specs.items():
         out[kind].add("image", image_mib(spec[0]))
-    for i in range(plan.repeats):
+    for i in range(plan.starts):
         order = list(specs) if i % 2 == 0 else list(reversed(specs))
         for kind in order:
             start_once(kind, specs[kind], i, plan, out[kind])

@@ -1,4 +1,4 @@
-"""bench/run.py's own arithmetic and waiting: the spread of paired ratios, and settle()."""
+"""bench/run.py's own arithmetic and waiting: paired ratios, pooled percentiles, settle()."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bench.run import Samples, settle
+from bench.run import Samples, ratio_row, settle
 
 
 def test_the_spread_is_of_the_per_run_ratios_not_of_each_side():
@@ -21,6 +21,35 @@ def test_the_spread_is_of_the_per_run_ratios_not_of_each_side():
     assert ours.paired_spread(stock, "rate") == pytest.approx(0.0)
     stock.add("rate", 50)  # unpaired: no paired spread
     assert ours.paired_spread(stock, "rate") is None
+
+
+def test_the_ratio_is_the_median_of_the_runs_own_ratios():
+    """Three runs in turns, the machine slowing down through them: each run's ratio is 3, 3,
+    4; the ratio of the two medians (160 / 40) would say 4."""
+    ours, stock = Samples(), Samples()
+    for o, s in ((300, 100), (160, 40), (90, 30)):
+        ours.add("rate", o)
+        stock.add("rate", s)
+    row = ratio_row(("rate", "rate", "calls/s", ">= 3.5x", True, 3.5), ours, stock)
+    assert (row.ours, row.stock) == (160, 40)
+    assert row.ratio == pytest.approx(3.0)
+    assert row.met is False
+
+
+def test_percentiles_are_of_every_request_pooled():
+    """Each run's own p99 is 10 ms, but the two slowest of 100 requests pooled took 50 and
+    60 ms: the pooled p99 is 60 ms, and the p50 stays 1 ms."""
+    ours, stock = Samples(), Samples()
+    for side in (ours, stock):
+        for _ in range(2):
+            side.add("search_p50_ms", 1)
+            side.add("search_p99_ms", 10)
+        side.values["search_latencies"] = [1.0] * 98 + [50.0, 60.0]
+    stock.values["search_latencies"] = [2.0] * 100
+    row = ratio_row(("p99", "search_p99_ms", "ms", "<= 0.5x", False, 0.5), ours, stock)
+    assert (row.ours, row.stock, row.ratio) == (60.0, 2.0, 30.0)
+    p50 = ratio_row(("p50", "search_p50_ms", "ms", "", False, None), ours, stock)
+    assert (p50.ours, p50.stock) == (1.0, 2.0)
 
 
 def test_settle_returns_once_idle_and_refuses_a_busy_server():
