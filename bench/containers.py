@@ -18,7 +18,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.run import REPO, Plan, Samples, concurrent_search, ratio_row, settle, tree_pss_mib
+from bench.run import REPO, Plan, Samples, ratio_row, settle, tree_pss_mib
+from bench.workload import concurrent_search, seed
 from tests.twin import podman
 
 # (image, run environment, request headers, the data folder mounted at /data)
@@ -90,7 +91,8 @@ def container_pid(name: str) -> int:
 
 
 def start_once(kind: str, spec: ImageSpec, i: int, plan: Plan, out: Samples) -> None:
-    """One cold start of one image; the first also reads its memory, idle and under load."""
+    """One cold start of one image; the first also reads its memory, idle and (the dataset
+    seeded) under load."""
     image, env, headers, data = spec
     name = f"bench-{kind}-{i}"
     container = podman.run_container(
@@ -101,7 +103,8 @@ def start_once(kind: str, spec: ImageSpec, i: int, plan: Plan, out: Samples) -> 
         if i == 0:
             settle(container_pid(name))
             out.add("idle", container_pss_mib(name))
-            concurrent_search(container.url, headers, "experiments", plan.warmup)
+            seeded = seed(container.url, headers)
+            concurrent_search(container.url, headers, "experiments", seeded, plan.warmup)
             out.add("load", container_pss_mib(name))
 
 

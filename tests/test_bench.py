@@ -1,4 +1,5 @@
-"""bench/run.py's own arithmetic and waiting: paired ratios, pooled percentiles, settle()."""
+"""bench/run.py's own arithmetic and waiting (paired ratios, pooled percentiles, settle()),
+and bench/workload.py's promise that the data every measure sees holds still."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 import pytest
 
 from bench.run import Samples, ratio_row, settle
+from bench.workload import PAGE, RATES, SEEDED_EXPERIMENTS, Dataset, search_once, seed, session
+from tests.support.processes import base_env, free_port, start, wait_healthy
 
 
 def test_the_spread_is_of_the_per_run_ratios_not_of_each_side():
@@ -62,3 +65,48 @@ def test_settle_returns_once_idle_and_refuses_a_busy_server():
     finally:
         idle.kill()
         busy.kill()
+
+
+@pytest.fixture
+def bare_server(tmp_path):
+    """Our entrypoint on a migrated SQLite file, auth off (the bench's load, not its IAP)."""
+    port = free_port()
+    env = base_env() | {
+        "PORT": str(port),
+        "SERVER_HOST": "127.0.0.1",
+        "AUTH_MODE": "none",
+        "BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
+    }
+    entry = [sys.executable, "-m", "deployer.server"]
+    subprocess.run([*entry, "migrate"], env=env, check=True, capture_output=True)
+    proc = start([*entry, "serve"], env, tmp_path / "server.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.stop()
+
+
+def _pages(url: str, data: Dataset) -> tuple[int, int, int]:
+    """How many experiments and runs a search page answers, and experiments in all."""
+    s = session({})
+    experiments = search_once(s, url, "experiments", data).json()["experiments"]
+    runs = search_once(s, url, "runs", data).json()["runs"]
+    every = s.get(f"{url}/api/2.0/mlflow/experiments/search", params={"max_results": 1000})
+    return len(experiments), len(runs), len(every.json()["experiments"])
+
+
+def test_the_rates_leave_the_searched_data_as_seeded(bare_server):
+    """Every rate, run twice, adds no experiment and no searched run: the searches answer the
+    same full pages from the first repeat to the last (a rate that made its own experiment
+    each run grew experiments/search's page through the bench, repeat by repeat)."""
+    data = seed(bare_server, {})
+    before = _pages(bare_server, data)
+    assert before[:2] == (PAGE, PAGE)
+    assert before[2] > SEEDED_EXPERIMENTS
+    for _ in range(2):
+        for rate in RATES.values():
+            assert rate(bare_server, {}, data, 0.3) > 0
+    assert _pages(bare_server, data) == before
