@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -261,6 +262,7 @@ class Row:
     met: bool | None = None
     spread: float | None = None  # (max - min) / median over the repeats, worst of both sides
     paired: float | None = None  # the median of the runs' own ratios, where both ran in turns
+    ci: float | None = None  # the paired median's 95% interval, as a share of it (+/-)
 
     @property
     def ratio(self) -> float:
@@ -271,18 +273,33 @@ class Row:
 
 def render(rows: list[Row], notes: list[str]) -> str:
     lines = [
-        "| measure | ours | stock | ours / stock | spread | target | |",
-        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+        "| measure | ours | stock | ours / stock | 95% CI | spread | target | |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in rows:
         mark = "" if r.met is None else ("met" if r.met else "**missed**")
         spread = "" if r.spread is None else f"{100 * r.spread:.0f}%"
+        ci = "" if r.ci is None else f"±{100 * r.ci:.0f}%"
         digits = 0 if r.unit == "tests" else 1
         lines.append(
             f"| {r.name} | {r.ours:,.{digits}f} {r.unit} | {r.stock:,.{digits}f} {r.unit} | "
-            f"{r.ratio:.2f}x | {spread} | {r.target} | {mark} |"
+            f"{r.ratio:.2f}x | {ci} | {spread} | {r.target} | {mark} |"
         )
     return "\n".join(lines + [""] + [f"- {n}" for n in notes])
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval of the median: the k-th smallest and k-th largest
+    values, k the largest with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2 (the sign-test
+    interval; no assumption about how the runs are spread). With too few values for that, the
+    whole range."""
+    v, n = sorted(values), len(values)
+    tail = (1 - confidence) / 2
+    k, below = 1, 1 / 2**n  # below = P(X < k)
+    while k < n // 2 and below + math.comb(n, k) / 2**n <= tail:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    return v[k - 1], v[n - k]
 
 
 @dataclass
@@ -320,6 +337,16 @@ class Samples:
     def paired_median(self, other: Samples, key: str) -> float | None:
         ratios = self.paired_ratios(other, key)
         return None if ratios is None else statistics.median(ratios)
+
+    def paired_ci(self, other: Samples, key: str) -> float | None:
+        """The paired median's 95% interval (median_interval), as a share of the median: its
+        farther end. How far another run's ratio may fairly land from this one's."""
+        ratios = self.paired_ratios(other, key)
+        if ratios is None:
+            return None
+        mid = statistics.median(ratios)
+        lo, hi = median_interval(ratios)
+        return max(hi - mid, mid - lo) / mid if mid else 0.0
 
     def quantile(self, key: str, q: float) -> float:
         """The q-quantile of every value of `key` pooled (latencies of all repeats: a p99 of
@@ -540,7 +567,8 @@ def ratio_row(measure: Measure, o: Samples, s: Samples) -> Row:
         spread = o.paired_spread(s, key)
         if spread is None and len(o.values[key]) > 1:
             spread = max(o.spread(key), s.spread(key))
-    row = Row(name, ours, stock, unit, target, higher, spread=spread, paired=paired)
+    ci = o.paired_ci(s, key) if paired is not None else None
+    row = Row(name, ours, stock, unit, target, higher, spread=spread, paired=paired, ci=ci)
     if bound is not None:
         row.met = row.ratio >= bound if higher else row.ratio <= bound
         if key == "rss_load":
@@ -638,9 +666,11 @@ def method_notes(plan: Plan) -> list[str]:
         f"Measured {time.strftime('%Y-%m-%d')} on this machine ({os.cpu_count()} cores), "
         f"each rate {plan.repeats} run(s) of {plan.seconds:.0f} s on each server in turns, "
         f"after a {plan.warmup:.0f} s warm-up of each; ours / stock is the median of the runs' "
-        "own ratios, p50 and p99 are of every request pooled, spread is (max - min) / median "
-        f"of the runs' ratios; cold starts and SIGTERM {plan.starts} of each.",
-        f"Every measure runs on the same data, seeded before any is measured "
+        "own ratios; 95% CI is that median's distribution-free confidence interval (the sign "
+        "test's: from the runs' k-th smallest to k-th largest ratio), as +/- of the median; "
+        "spread is (max - min) / median of the runs' ratios; p50 and "
+        f"p99 are of every request pooled; cold starts and SIGTERM {plan.starts} of each.",
+        "Every measure runs on the same data, seeded before any is measured "
         f"({workload.SEEDED_EXPERIMENTS} experiments; {workload.SEARCHED_RUNS} runs with "
         f"{workload.RUN_FIELDS} params, metrics and tags each in the experiment runs/search "
         f"reads; searches ask for {workload.PAGE} a page): the rates log into seeded runs and "

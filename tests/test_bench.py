@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bench.run import Samples, ratio_row, settle
+from bench.run import Samples, median_interval, ratio_row, render, settle
 from bench.workload import PAGE, RATES, SEEDED_EXPERIMENTS, Dataset, search_once, seed, session
 from tests.support.processes import base_env, free_port, start, wait_healthy
 
@@ -37,6 +37,23 @@ def test_the_ratio_is_the_median_of_the_runs_own_ratios():
     assert (row.ours, row.stock) == (160, 40)
     assert row.ratio == pytest.approx(3.0)
     assert row.met is False
+
+
+def test_the_median_s_interval_is_the_sign_test_s():
+    """24 runs: the 95% interval of the median runs from the 7th smallest to the 7th largest
+    (P(Binomial(24, 1/2) < 7) = 1.1%, < 8 is 3.2%); 7 runs are too few and get the whole
+    range. One wild run out of 24 moves the spread, not the interval."""
+    runs = [float(x) for x in range(1, 25)]
+    assert median_interval(runs) == (7.0, 18.0)
+    assert median_interval(runs[:7]) == (1.0, 7.0)
+    ours, stock = Samples(), Samples()
+    for r in [*[3.0] * 11, *[3.1] * 12, 30.0]:
+        ours.add("rate", r)
+        stock.add("rate", 1.0)
+    row = ratio_row(("rate", "rate", "calls/s", "", True, None), ours, stock)
+    assert row.ci == pytest.approx(0.1 / 3.1)
+    assert row.spread == pytest.approx(27 / 3.1)
+    assert "| 3.10x | ±3% | 871% |" in render([row], [])
 
 
 def test_percentiles_are_of_every_request_pooled():
