@@ -6,7 +6,7 @@ built through the twin's podman layer (tests/twin/podman.py: stand-in base image
 by their inputs) and run as Cloud Run runs them, each on its own migrated SQLite file in a
 mounted folder. Measured: start to the first /health 200, image size, and the container's
 memory (PSS of its process tree) idle, once its own start-up work is done, and under 8 clients
-searching. The two images start in turns, one container at a time.
+searching the dataset bench.workload seeds. The two images start in turns, one container at a time.
 """
 
 from __future__ import annotations
@@ -93,10 +93,10 @@ def container_pid(name: str) -> int:
 def start_once(kind: str, spec: ImageSpec, i: int, plan: Plan, out: Samples) -> None:
     """One cold start of one image; the first also reads its memory, idle and (the dataset
     seeded) under load."""
-    image, env, headers, data = spec
+    image, env, headers, folder = spec
     name = f"bench-{kind}-{i}"
     container = podman.run_container(
-        image, name=name, env=env, port=podman_free_port(), volumes={data: "/data"}
+        image, name=name, env=env, port=podman_free_port(), volumes={folder: "/data"}
     )
     with container:
         out.add("start", container.wait_healthy(timeout=180))
@@ -153,6 +153,7 @@ def container_rows(plan: Plan, assertion: Callable[[], str], jwks_url: str, audi
         "Containers: image/Dockerfile vs the same base with `pip install mlflow=="
         + mlflow_pin()
         + "` (`mlflow server --host 0.0.0.0 --port $PORT`), run with podman as Cloud Run runs "
-        "them, each on a migrated SQLite file; memory is the PSS of the container's processes."
+        "them, each on a migrated SQLite file; memory is the PSS of the container's processes "
+        "(under load: 8 clients searching the seeded dataset)."
     ]
     return rows, notes

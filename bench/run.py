@@ -166,7 +166,7 @@ def make_servers(pg: Postgres, keys: IapKeys, root: Path) -> dict[str, Callable[
             "ours",
             [sys.executable, "-m", "deployer.server", "serve"],
             env,
-            headers={"x-goog-iap-jwt-assertion": keys.assertion(lifetime=3600)},
+            headers={"x-goog-iap-jwt-assertion": keys.assertion(workload.AUTHOR, lifetime=3600)},
             port=port,
         )
 
@@ -288,14 +288,16 @@ def render(rows: list[Row], notes: list[str]) -> str:
     return "\n".join(lines + [""] + [f"- {n}" for n in notes])
 
 
-def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
     """A distribution-free confidence interval of the median: the k-th smallest and k-th largest
     values, k the largest with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2 (the sign-test
-    interval; no assumption about how the runs are spread). With too few values for that, the
-    whole range."""
+    interval; no assumption about how the runs are spread). None when even the whole range
+    covers less (95%: five values or fewer)."""
     v, n = sorted(values), len(values)
     tail = (1 - confidence) / 2
     k, below = 1, 1 / 2**n  # below = P(X < k)
+    if below > tail:
+        return None
     while k < n // 2 and below + math.comb(n, k) / 2**n <= tail:
         below += math.comb(n, k) / 2**n
         k += 1
@@ -344,8 +346,10 @@ class Samples:
         ratios = self.paired_ratios(other, key)
         if ratios is None:
             return None
-        mid = statistics.median(ratios)
-        lo, hi = median_interval(ratios)
+        interval = median_interval(ratios)
+        if interval is None:
+            return None
+        mid, (lo, hi) = statistics.median(ratios), interval
         return max(hi - mid, mid - lo) / mid if mid else 0.0
 
     def quantile(self, key: str, q: float) -> float:
@@ -456,11 +460,6 @@ def cpu_meter(server: Server) -> Iterator[list[float]]:
     reading.append((tree_cpu_seconds(pid) - c0) / (time.monotonic() - t0))
 
 
-# Operations per unit of each rate, for the CPU an operation costs: log_batch counts metrics
-# (1,000 a call), OTLP spans (20 a request); the others count calls.
-OPS_PER_UNIT = {"log_metric": 1, "log_batch": 1000, "otlp_spans": 20}
-
-
 def one_rate(server: Server, key: str, seconds: float, out: Samples) -> None:
     """One run of one rate (a RATES key, or a kind of search) on one server, added to `out`
     keyed as LOAD_MEASURES names them, with the server's CPU milliseconds a call
@@ -469,7 +468,7 @@ def one_rate(server: Server, key: str, seconds: float, out: Samples) -> None:
     with cpu_meter(server) as busy:
         if key in workload.RATES:
             rate = workload.RATES[key](server.url, server.headers, server.data, seconds)
-            figures, latencies, calls = {key: rate}, [], rate / OPS_PER_UNIT[key]
+            figures, latencies, calls = {key: rate}, [], rate / workload.OPS_PER_CALL[key]
         else:
             found, latencies = workload.concurrent_search(
                 server.url, server.headers, key, server.data, seconds
@@ -670,7 +669,7 @@ def method_notes(plan: Plan) -> list[str]:
         "test's: from the runs' k-th smallest to k-th largest ratio), as +/- of the median; "
         "spread is (max - min) / median of the runs' ratios; p50 and "
         f"p99 are of every request pooled; cold starts and SIGTERM {plan.starts} of each.",
-        "Every measure runs on the same data, seeded before any is measured "
+        "Every rate and search runs on the same data, seeded before any of them is measured "
         f"({workload.SEEDED_EXPERIMENTS} experiments; {workload.SEARCHED_RUNS} runs with "
         f"{workload.RUN_FIELDS} params, metrics and tags each in the experiment runs/search "
         f"reads; searches ask for {workload.PAGE} a page): the rates log into seeded runs and "
@@ -753,7 +752,7 @@ def measure_all(options: Options) -> tuple[list[Row], list[str]]:
         if options.containers:
             from bench.containers import container_rows
 
-            assertion = lambda: keys.assertion(lifetime=3600)  # noqa: E731
+            assertion = lambda: keys.assertion(workload.AUTHOR, lifetime=3600)  # noqa: E731
             c_rows, c_notes = container_rows(plan, assertion, keys.jwks_url, AUDIENCE)
             rows += c_rows
             notes += c_notes

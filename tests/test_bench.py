@@ -9,8 +9,9 @@ import sys
 import pytest
 
 from bench.run import Samples, median_interval, ratio_row, render, settle
-from bench.workload import PAGE, RATES, SEEDED_EXPERIMENTS, Dataset, search_once, seed, session
-from tests.support.processes import base_env, free_port, start, wait_healthy
+from bench.workload import API, PAGE, RATES, SEEDED_EXPERIMENTS, Dataset, search_once, seed, session
+from tests.support.cloud_server import migrate_and_serve
+from tests.support.processes import base_env, free_port, wait_healthy
 
 
 def test_the_spread_is_of_the_per_run_ratios_not_of_each_side():
@@ -41,11 +42,15 @@ def test_the_ratio_is_the_median_of_the_runs_own_ratios():
 
 def test_the_median_s_interval_is_the_sign_test_s():
     """24 runs: the 95% interval of the median runs from the 7th smallest to the 7th largest
-    (P(Binomial(24, 1/2) < 7) = 1.1%, < 8 is 3.2%); 7 runs are too few and get the whole
-    range. One wild run out of 24 moves the spread, not the interval."""
+    (P(Binomial(24, 1/2) < 7) = 1.1%, < 8 is 3.2%); 6 to 8 runs get their whole range, 9 the
+    2nd to the 8th; 5 runs are too few for 95% (the whole range covers 93.75%). One wild run
+    out of 24 moves the spread, not the interval."""
     runs = [float(x) for x in range(1, 25)]
     assert median_interval(runs) == (7.0, 18.0)
-    assert median_interval(runs[:7]) == (1.0, 7.0)
+    assert median_interval(runs[:8]) == (1.0, 8.0)
+    assert median_interval(runs[:9]) == (2.0, 8.0)
+    assert median_interval(runs[:6]) == (1.0, 6.0)
+    assert median_interval(runs[:5]) is None
     ours, stock = Samples(), Samples()
     for r in [*[3.0] * 11, *[3.1] * 12, 30.0]:
         ours.add("rate", r)
@@ -95,9 +100,7 @@ def bare_server(tmp_path):
         "BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
     }
-    entry = [sys.executable, "-m", "deployer.server"]
-    subprocess.run([*entry, "migrate"], env=env, check=True, capture_output=True)
-    proc = start([*entry, "serve"], env, tmp_path / "server.log")
+    proc = migrate_and_serve(env, tmp_path / "server.log")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)
@@ -111,19 +114,35 @@ def _pages(url: str, data: Dataset) -> tuple[int, int, int]:
     s = session({})
     experiments = search_once(s, url, "experiments", data).json()["experiments"]
     runs = search_once(s, url, "runs", data).json()["runs"]
-    every = s.get(f"{url}/api/2.0/mlflow/experiments/search", params={"max_results": 1000})
+    every = s.get(f"{url}{API}/experiments/search", params={"max_results": 1000})
     return len(experiments), len(runs), len(every.json()["experiments"])
+
+
+def _latest_steps(url: str, data: Dataset) -> list[int]:
+    """The latest step of each metric the rates logged (MLflow's latest_metrics rows)."""
+    s = session({})
+    steps = []
+    for run_id in (data.metric_run, data.batch_run):
+        got = s.get(f"{url}{API}/runs/get", params={"run_id": run_id}).json()
+        steps += [m["step"] for m in got["run"]["data"].get("metrics", [])]
+    return steps
 
 
 def test_the_rates_leave_the_searched_data_as_seeded(bare_server):
     """Every rate, run twice, adds no experiment and no searched run: the searches answer the
     same full pages from the first repeat to the last (a rate that made its own experiment
-    each run grew experiments/search's page through the bench, repeat by repeat)."""
+    each run grew experiments/search's page through the bench, repeat by repeat). And each
+    run of a rate logs steps above the last one's, as training does, so every call still
+    moves the run's latest metrics."""
     data = seed(bare_server, {})
     before = _pages(bare_server, data)
     assert before[:2] == (PAGE, PAGE)
     assert before[2] > SEEDED_EXPERIMENTS
+    latest: list[list[int]] = []
     for _ in range(2):
         for rate in RATES.values():
             assert rate(bare_server, {}, data, 0.3) > 0
+        latest.append(_latest_steps(bare_server, data))
     assert _pages(bare_server, data) == before
+    assert len(latest[1]) == 11  # loss, and log_batch's m0..m9
+    assert all(b > a for a, b in zip(*latest, strict=True))
