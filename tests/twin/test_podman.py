@@ -67,6 +67,26 @@ def test_missing_tools_name_the_make_target(monkeypatch, tmp_path):
     assert "make twin-tools" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_remove_survives_losing_the_race_with_a_container_that_stops(monkeypatch):
+    """podman's `rm --force` fails when the container exits on its own while being killed (as
+    it did ending a make bench run); remove() tries once more and the container is gone. A
+    second failure is not hidden."""
+    calls: list[tuple[str, ...]] = []
+    failures = ["container state improper: stopped"]
+
+    def fake(*args: str, **_: object) -> None:
+        calls.append(args)
+        if failures:
+            raise podman.PodmanError(f"podman rm failed (exit 2):\n{failures.pop()}")
+
+    monkeypatch.setattr(podman, "podman", fake)
+    podman.Container("raced", "", None).remove()
+    assert calls == [("rm", "--force", "--ignore", "raced")] * 2
+    failures[:] = ["one", "two"]
+    with pytest.raises(podman.PodmanError, match="one"):
+        podman.Container("raced", "", None).remove()
+
+
 def test_the_build_key_follows_the_inputs(tmp_path):
     (tmp_path / "Dockerfile").write_text("FROM python:3.11.14-slim-bookworm\n")
     (tmp_path / "app.py").write_text("print(1)\n")
