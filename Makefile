@@ -95,7 +95,7 @@ format: $(BIN)/.installed-test
 
 # MLFLOW_CHECKOUT=path/to/mlflow adds the fidelity row (MLflow's own REST tests, stock vs ours);
 # FIDELITY_JUNIT=DIR takes that row from the reports `python -m bench.fidelity --save DIR` kept.
-bench: $(BIN)/.installed-test ## Ours vs stock mlflow server and images, side by side (10+ minutes); updates README
+bench: $(BIN)/.installed-test ## Ours vs stock mlflow server and images, side by side (about 35 minutes); updates README
 	$(BIN)/python -m bench.run --update-readme $(if $(MLFLOW_CHECKOUT),--mlflow-checkout $(MLFLOW_CHECKOUT)) \
 	  $(if $(FIDELITY_JUNIT),--fidelity-junit $(FIDELITY_JUNIT))
 
