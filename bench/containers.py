@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.run import REPO, Plan, Samples, ratio_row, settle, tree_pss_mib
+from bench.run import REPO, Plan, Samples, ratio_row, settle, step, tree_pss_mib
 from bench.workload import concurrent_search, seed
 from tests.twin import podman
 
@@ -114,6 +114,7 @@ def measure_images(specs: dict[str, ImageSpec], plan: Plan) -> dict[str, Samples
     for kind, spec in specs.items():
         out[kind].add("image", image_mib(spec[0]))
     for i in range(plan.starts):
+        step(f"container cold starts: {i + 1} of {plan.starts} of each image")
         order = list(specs) if i % 2 == 0 else list(reversed(specs))
         for kind in order:
             start_once(kind, specs[kind], i, plan, out[kind])
@@ -138,6 +139,7 @@ def container_rows(plan: Plan, assertion: Callable[[], str], jwks_url: str, audi
     """The container rows, or ([], [why not]) where podman or its tools are missing here."""
     try:
         podman.ensure_tools()
+        step("building both images with podman (the first build here takes a few minutes)")
         images = {"ours": podman.server_image(), "stock": stock_image()}
     except podman.PodmanError as e:
         return [], [f"Container rows not measured: {e}"]

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from bench.run import Samples, median_interval, ratio_row, render, settle
+from bench import run
+from bench.run import QUICK, Samples, median_interval, ratio_row, render, settle
 from bench.workload import API, PAGE, RATES, SEEDED_EXPERIMENTS, Dataset, search_once, seed, session
 from tests.support.cloud_server import migrate_and_serve
 from tests.support.processes import base_env, free_port, wait_healthy
@@ -59,6 +60,19 @@ def test_the_median_s_interval_is_the_sign_test_s():
     assert row.ci == pytest.approx(0.1 / 3.1)
     assert row.spread == pytest.approx(27 / 3.1)
     assert "| 3.10x | ±3% | 871% |" in render([row], [])
+
+
+def test_a_run_says_on_stderr_which_step_it_is_on(monkeypatch, capsys):
+    # A full run lasts about 35 minutes and prints its table only at the end, on stdout: each
+    # step says so as it begins, on stderr, so the table stays clean to pipe.
+    monkeypatch.setattr(run, "one_rate", lambda *args: None)
+    run.measure_in_turns({"stock": None, "ours": None}, QUICK, {"stock": None, "ours": None})
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1 + QUICK.repeats
+    assert lines[0].startswith("bench 00:") and "warm-up" in lines[0]
+    assert lines[-1].endswith(f"run {QUICK.repeats} of {QUICK.repeats} on each server")
 
 
 def test_percentiles_are_of_every_request_pooled():
