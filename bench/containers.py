@@ -18,7 +18,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.run import REPO, Plan, Samples, ratio_row, settle, step, tree_pss_mib
+from bench.progress import step
+from bench.run import REPO, Plan, Samples, ratio_row, settle, tree_pss_mib
 from bench.workload import concurrent_search, seed
 from tests.twin import podman
 
