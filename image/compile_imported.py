@@ -28,9 +28,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-# Imported only by a first request or by `mlflow-server-entrypoint migrate`, not at app load.
+# Imported only by a first request, by gunicorn's master reading its hooks, or by
+# `mlflow-server-entrypoint migrate`, not at app load.
 LAZY = (
     "deployer.server.entrypoint",
+    "deployer.server.gunicorn_hooks",
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.model_registry.sqlalchemy_store",
     "google.cloud.storage",

@@ -52,6 +52,8 @@ WORKER_TIMEOUT_SECONDS = 900
 # uvicorn's gunicorn worker (the maintained `uvicorn-worker` package). gunicorn 26's own `asgi`
 # worker was tried first: it left every few kept-alive POSTs unanswered (30 s client timeouts).
 WORKER_CLASS = "uvicorn_worker.UvicornWorker"
+# The master's hooks (gc.freeze before each fork: the module says why).
+GUNICORN_HOOKS = "deployer.server.gunicorn_hooks"
 
 
 # The variables `mlflow server` passes its workers (mlflow.server.constants; a test checks the
@@ -78,6 +80,8 @@ def gunicorn_argv(settings: ServerSettings) -> list[str]:
         "-m",
         "gunicorn",
         *preload,
+        "--config",
+        f"python:{GUNICORN_HOOKS}",
         "--bind",
         f"{settings.host}:{settings.port}",
         "--workers",
