@@ -30,5 +30,4 @@ def test_each_worker_starts_with_the_preloaded_app_frozen(tmp_path):
             frozen = {int(s.get(f"{url}/health", timeout=5).text) for _ in range(20)}
         assert min(frozen) >= len(PRELOADED), frozen
     finally:
-        proc.popen.terminate()
-        proc.popen.wait(timeout=30)
+        proc.stop()
